@@ -1,0 +1,97 @@
+"""Command-line entry points.
+
+``mdlbench-train`` is the Hydra app: it composes ``conf/`` and calls :func:`mdlbench.train.run`
+with a typed :class:`mdlbench.config.Config`. ``mdlbench`` is a plain CLI whose subcommands
+live next to the code they drive; each such module offers ``add_arguments(parser)`` and
+``command(args) -> int`` (or ``add_<name>_arguments`` / ``<name>_command`` when one module
+serves several subcommands). Modules are imported lazily so that ``mdlbench decode`` can pin the
+recorded thread count and XLA flags before JAX is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from mdlbench.errors import MdlbenchError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "decode": ("mdlbench.codes.replay", "replay-decode a run directory or .mdl container and check its sha256"),
+    "compress": ("mdlbench.compress", "compress a file into a verified .mdl container"),
+    "decompress": ("mdlbench.compress", "decompress a .mdl container"),
+    "collect": ("mdlbench.analysis.collect", "gather a sweep's runs into one table (CSV + Parquet)"),
+    "plot": ("mdlbench.analysis.plots", "scaling-law and prequential figures from a collected table"),
+    "estimate": ("mdlbench.analysis.estimates", "Rae-style compression estimate from a loss curve or a run"),
+    "baselines": ("mdlbench.baselines", "classic compressors (gzip, bzip2, xz, zstd, brotli, PPMd) on the same bytes"),
+}
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _fail(msg: str) -> int:
+    print(f"mdlbench: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The plain CLI: ``mdlbench SUBCOMMAND ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="mdlbench", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    for name, (_, help_) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        top.parse_args(argv or ["--help"])
+        return 2
+    name = argv[0]
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"mdlbench {name}", description=SUBCOMMANDS[name][1])
+    add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+    run = getattr(module, f"{name}_command", None) or module.command
+    add(parser)
+    args = parser.parse_intermixed_args(argv[1:])
+    try:
+        return int(run(args) or 0)
+    except MdlbenchError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        return _fail(f"{e.strerror or e}: {e.filename}")
+
+
+def train_main() -> None:
+    """``mdlbench-train``: Hydra composes ``conf/``; the library gets a typed Config."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def _app(dcfg: DictConfig) -> float | None:
+        import logging
+
+        from mdlbench import config as config_lib
+        from mdlbench import train
+
+        # Hydra sets the root logger to INFO; JAX then reports every backend it did not find.
+        logging.getLogger("jax").setLevel(logging.WARNING)
+        d = OmegaConf.to_container(dcfg, resolve=True)
+        d.pop("hydra", None)
+        try:
+            cfg = config_lib.from_dict(d)
+            cfg.run_dir = HydraConfig.get().runtime.output_dir
+            summary = train.run(cfg)
+        except MdlbenchError as e:
+            print(f"mdlbench-train: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return summary.get("code", {}).get("bits_per_byte") if summary else None
+
+    _app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

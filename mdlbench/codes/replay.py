@@ -1,0 +1,77 @@
+"""The replay decoder: ``mdlbench decode RUN_DIR|FILE.mdl [-o OUT]``.
+
+Runs in its own process with only the container and the program. It reads the container
+without JAX, pins the recorded thread count and XLA flags, then imports JAX, checks the
+environment and the canary, re-runs the training while decoding, checks the sha256 of the
+result, and only then moves the output into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mdlbench.coding import container
+from mdlbench.errors import ContainerError
+
+
+def find_container(target: str | Path) -> Path:
+    """A .mdl file, or the single container inside a run directory."""
+    p = Path(target)
+    if p.is_dir():
+        found = sorted(p.glob("*.mdl"))
+        if len(found) != 1:
+            raise ContainerError(f"{p}: expected exactly one .mdl container in the run directory, found {len(found)}")
+        return found[0]
+    if not p.exists():
+        raise ContainerError(f"{p}: no such file or run directory")
+    return p
+
+
+def decode_file(path: str | Path, out: str | Path | None) -> dict:
+    """Decodes a container in this process (which must not have imported JAX yet)."""
+    t0 = time.perf_counter()
+    path = find_container(path)
+    header, payload = container.read(path)
+    if header.get("format") != "mdlbench.prequential":
+        raise ContainerError(f"{path}: unknown payload format {header.get('format')!r}")
+    from mdlbench.coding import env
+
+    env.pin(header["env"])
+    from mdlbench.codes import prequential
+
+    data, seconds = prequential.decode(header, payload)
+    if out is not None:
+        out = Path(out)
+        if out.is_dir():
+            raise ContainerError(f"output {out} is a directory")
+        container.atomic_write(out, data)
+    import hashlib
+
+    return {"ok": True, "decoded_sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "decode_s": seconds, "decode_total_s": time.perf_counter() - t0, "output": str(out) if out else None}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="a run directory or a .mdl container")
+    parser.add_argument("-o", "--output", help="write the decoded bytes here (default: only verify)")
+    parser.add_argument("--json", metavar="FILE", help="write the verification result as JSON to FILE")
+
+
+def command(args: argparse.Namespace) -> int:
+    result = decode_file(args.target, args.output)
+    if args.json:
+        container.atomic_write(args.json, json.dumps(result).encode())
+    print(f"decoded {result['bytes']} bytes, sha256 {result['decoded_sha256']} OK "
+          f"({result['decode_s']:.1f} s decoding, {result['decode_total_s']:.1f} s in all)"
+          + (f" -> {result['output']}" if result["output"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    from mdlbench import cli
+
+    sys.exit(cli.main(["decode", *sys.argv[1:]]))

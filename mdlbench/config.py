@@ -1,0 +1,258 @@
+"""Typed configuration: the only schema the library knows.
+
+Hydra composes YAML at the CLI boundary (``mdlbench.cli``) and hands a plain dict to
+:func:`from_dict`; everything below is importable and usable from a notebook without Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from mdlbench.errors import MdlbenchError
+
+
+class ConfigError(MdlbenchError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass
+class ModelConfig:
+    """A model family and its size.
+
+    Attributes:
+      name: the preset's name (``tiny``, ``small``, ``lstm`` ...); labels runs only.
+      family: registry key in ``mdlbench.models`` (``transformer``, ``lstm``, ``uniform``).
+      d_model: width (embedding / hidden size).
+      n_layers: number of blocks (Transformer) or stacked cells (LSTM).
+      n_heads: attention heads (Transformer only).
+      d_ff: feed-forward width (Transformer only); 0 means 4 * d_model.
+    """
+
+    name: str = "tiny"
+    family: str = "transformer"
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 0
+
+
+@dataclass
+class SyntheticConfig:
+    """A source of exactly known entropy rate (see ``mdlbench.data.synthetic``).
+
+    Attributes:
+      kind: ``iid``, ``markov`` or ``hmm``.
+      alphabet_size: number of symbols; symbols are written as the bytes ``first_byte + i``.
+      order: Markov order k (``markov`` only).
+      n_states: hidden states (``hmm`` only).
+      length: number of symbols (bytes) to generate.
+      seed: seed of the source's random tables *and* of the sampled sequence.
+      concentration: Dirichlet concentration of random tables; small = low entropy.
+      probs: explicit i.i.d. probabilities (``iid`` only); empty = uniform.
+      first_byte: byte value of symbol 0 (97 = ``a``, so sources are readable text).
+    """
+
+    kind: str = "markov"
+    alphabet_size: int = 8
+    order: int = 2
+    n_states: int = 4
+    length: int = 100_000
+    seed: int = 0
+    concentration: float = 0.5
+    probs: list[float] = field(default_factory=list)
+    first_byte: int = 97
+
+
+@dataclass
+class DataConfig:
+    """Which bytes to code.
+
+    Attributes:
+      name: a registry name (``pystdlib``, ``tinyshakespeare``, ``dickens`` ...), or ``file``.
+      path: a file to read when ``name == 'file'`` (or to override a registry entry's location).
+      data_dir: directory searched first for registry files; else ``$MDLBENCH_DATA``.
+      max_bytes: use only the first ``max_bytes`` bytes (0 = all).
+      download: fetch from the canonical URL when the file is missing and one is known.
+      synthetic: parameters when ``name`` names a synthetic source.
+    """
+
+    name: str = "pystdlib"
+    path: str = ""
+    data_dir: str = ""
+    max_bytes: int = 0
+    download: bool = False
+    synthetic: SyntheticConfig | None = None
+
+
+@dataclass
+class OptimConfig:
+    """The online learner's optimiser (optax).
+
+    Attributes:
+      name: ``adam``, ``adamw`` or ``sgd``.
+      lr: peak learning rate.
+      b1, b2, eps: Adam moments.
+      weight_decay: decoupled weight decay (``adamw``).
+      clip_norm: global gradient-norm clip; 0 disables it.
+      warmup_steps: linear warm-up length in optimiser updates.
+      updates_per_batch: optimiser updates on each coded batch (the data is coded once,
+        before the first of them).
+    """
+
+    name: str = "adam"
+    lr: float = 2e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    warmup_steps: int = 0
+    updates_per_batch: int = 1
+
+
+@dataclass
+class CodeConfig:
+    """How the data is coded.
+
+    Attributes:
+      name: ``prequential`` (the streaming online code).
+      batch_size: B, parallel streams the data is split into.
+      seq_len: T, bytes of every stream coded (then trained on) per step.
+      verify: replay the decoder in a separate process at the end of a run.
+      chunk_bytes: container payload chunk size (each chunk carries a CRC32).
+    """
+
+    name: str = "prequential"
+    batch_size: int = 16
+    seq_len: int = 128
+    verify: bool = True
+    chunk_bytes: int = 65536
+
+
+@dataclass
+class LoggerConfig:
+    """Tracking. JSON-lines metrics are always written; wandb is optional on top.
+
+    Attributes:
+      wandb_mode: ``offline`` (default), ``online`` or ``disabled``.
+      project: wandb project.
+      log_every_s: seconds between plain progress lines when stdout is not a terminal.
+    """
+
+    wandb_mode: str = "offline"
+    project: str = "mdlbench"
+    log_every_s: float = 10.0
+
+
+@dataclass
+class Config:
+    """A whole run: the program's configuration (with the code, it *is* the program).
+
+    Attributes:
+      experiment: names the sweep; the first level of the run directory.
+      seed: seeds the parameter initialisation (and nothing else random in the code).
+      run_dir: where outputs go; empty = ``results/runs/<experiment>/<data>/<model>/seed<k>``.
+      threads: CPUs to pin this run to before JAX starts (0 = all available). The decoder
+        reproduces the count recorded in the container, so any value decodes.
+      baselines: also measure the classic compressors on the same bytes (``baselines.*``).
+    """
+
+    experiment: str = "default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run_dir: str = ""
+    threads: int = 0
+    baselines: bool = False
+
+
+def _build(cls: type, value: Any, where: str) -> Any:
+    """Builds ``cls`` from ``value`` recursively, refusing unknown keys and wrong types."""
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, where)
+    if dataclasses.is_dataclass(cls):
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()}
+        return cls(**kwargs)
+    if origin is list:
+        (item,) = typing.get_args(cls)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_build(item, v, where) for v in value]
+    if cls is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if cls is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if cls in (int, str, bool) and not isinstance(value, cls):
+        raise ConfigError(f"{where}: expected {cls.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Builds a validated :class:`Config` from a plain (resolved) dict."""
+    cfg = _build(Config, d, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The plain-dict form stored in containers and summaries."""
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the config that defines the coded bitstream (run_dir and logging excluded)."""
+    d = to_dict(cfg)
+    d.pop("run_dir", None)
+    d.pop("logger", None)
+    d.pop("baselines", None)
+    d["code"].pop("verify", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def validate(cfg: Config) -> None:
+    """Range checks with one clear message each."""
+    positive = {
+        "code.batch_size": cfg.code.batch_size,
+        "code.seq_len": cfg.code.seq_len,
+        "code.chunk_bytes": cfg.code.chunk_bytes,
+        "optim.updates_per_batch": cfg.optim.updates_per_batch,
+    }
+    if cfg.model.family != "uniform":
+        positive.update({"model.d_model": cfg.model.d_model, "model.n_layers": cfg.model.n_layers})
+        if cfg.model.family == "transformer":
+            positive["model.n_heads"] = cfg.model.n_heads
+    for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key} must be positive, got {v}")
+    for key, v in {"threads": cfg.threads, "model.d_ff": cfg.model.d_ff, "data.max_bytes": cfg.data.max_bytes,
+                   "optim.warmup_steps": cfg.optim.warmup_steps}.items():
+        if v < 0:
+            raise ConfigError(f"{key} must be >= 0, got {v}")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.model.family == "transformer" and cfg.model.d_model % cfg.model.n_heads:
+        raise ConfigError(f"model.d_model ({cfg.model.d_model}) must be divisible by model.n_heads ({cfg.model.n_heads})")
+    if cfg.logger.wandb_mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"logger.wandb_mode must be offline, online or disabled, got {cfg.logger.wandb_mode!r}")

@@ -1,0 +1,40 @@
+"""Flax modules (no optimiser, no logging) and the name registry that builds them.
+
+Every module offers the same small protocol, used by ``mdlbench.codes.prequential``:
+  * ``__call__(inputs_BxT, state) -> logits_BxTxV``: training forward over a window;
+  * ``decode(input_B, cache, pos) -> (logits_BxV, cache)``: one coding position;
+  * ``zero_state(B)``, ``init_cache(state, B)``, ``next_state(cache, state)``: the state
+    carried from window to window (nothing for the Transformer, (h, c) for the LSTM).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mdlbench.config import ConfigError, ModelConfig
+
+FAMILIES = ("transformer", "lstm", "uniform")
+
+
+def build(cfg: ModelConfig, seq_len: int):
+    """Builds the flax module named by ``cfg.family`` for windows of ``seq_len`` bytes."""
+    if cfg.family == "transformer":
+        from mdlbench.models.transformer import Transformer
+
+        return Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff or 4 * cfg.d_model, seq_len)
+    if cfg.family == "lstm":
+        from mdlbench.models.lstm import LSTM
+
+        return LSTM(cfg.d_model, cfg.n_layers)
+    if cfg.family == "uniform":
+        from mdlbench.models.uniform import Uniform
+
+        return Uniform()
+    raise ConfigError(f"unknown model family {cfg.family!r}; known: {', '.join(FAMILIES)}")
+
+
+def count_params(params) -> int:
+    """Number of scalar parameters in a pytree (measured, never read from a name)."""
+    import jax
+
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,229 @@
+"""``run(cfg) -> summary``: one prequential coding run, from config to verified bitstream.
+
+The run directory is named from the config, so re-running the same command finds the
+finished run and returns at once; a different config in the same directory is refused.
+Outputs: ``<data>.mdl`` (the container), ``metrics.jsonl`` (one line per coding step) and
+``summary.json`` (nested, units in the names), after a separate decoder process has
+reproduced the data and its sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mdlbench import config as config_lib
+from mdlbench.coding import container
+from mdlbench.config import Config
+from mdlbench.errors import DecodeError, MdlbenchError
+
+
+def data_label(cfg: Config) -> str:
+    return Path(cfg.data.path).name if cfg.data.name == "file" and cfg.data.path else cfg.data.name
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("results/runs") / cfg.experiment / data_label(cfg) / cfg.model.name / f"seed{cfg.seed}"
+
+
+def pin_threads(n: int) -> None:
+    """Pins this process to ``n`` CPUs before JAX starts (the count is what XLA depends on)."""
+    if n <= 0:
+        return
+    if "jax" in sys.modules:
+        from mdlbench.coding import env
+
+        if env.threads() != n:
+            raise MdlbenchError(f"threads={n} must be set before JAX is imported (it runs with {env.threads()})")
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < n:
+        raise MdlbenchError(f"threads={n} but only {len(allowed)} CPUs are available")
+    # Jobs of a local parallel sweep get disjoint CPUs where they can.
+    first = int(os.environ.get("MDLBENCH_JOB_INDEX", "0")) * n % len(allowed)
+    os.sched_setaffinity(0, [allowed[(first + i) % len(allowed)] for i in range(n)])
+
+
+class Progress:
+    """A live bar on a terminal; plain periodic lines otherwise (cluster logs)."""
+
+    def __init__(self, total_bytes: int, label: str, every_s: float):
+        self.total, self.label, self.every_s = total_bytes, label, every_s
+        self.bar = None
+        self.last = 0.0
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                    TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.task = self.bar.add_task(label, total=total_bytes, info="")
+            self.bar.start()
+
+    def update(self, m: dict[str, Any]) -> None:
+        rate = m["bytes_seen"] / max(m["time/elapsed_s"], 1e-9)
+        info = f"{rate / 1e3:.1f} kB/s  {m['code/cum_bits_per_byte']:.3f} bits/byte"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=m["bytes_seen"], info=info)
+        elif time.monotonic() - self.last >= self.every_s or m["bytes_seen"] == self.total:
+            self.last = time.monotonic()
+            print(f"[{self.label}] {m['bytes_seen']}/{self.total} bytes  {info}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def verify(container_path: Path) -> dict[str, Any]:
+    """Replays the decoder in a separate process; returns its verification record."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out_json = Path(tmp) / "verify.json"
+        proc = subprocess.run([sys.executable, "-m", "mdlbench.codes.replay", str(container_path),
+                               "--json", str(out_json)], capture_output=True, text=True)
+        if proc.returncode != 0 or not out_json.exists():
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            return {"ok": False, "error": lines[-1] if lines else f"decoder exited {proc.returncode}"}
+        return json.loads(out_json.read_text())
+
+
+def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Encodes ``dataset`` into ``container_path``, verifies it (if configured); returns the summary."""
+    from mdlbench.codes import prequential
+
+    t0 = time.perf_counter()
+    metrics_f = open(metrics_path, "w") if metrics_path else None
+    bar = Progress(len(dataset.data), f"{cfg.model.name} on {dataset.name}", cfg.logger.log_every_s) if progress else None
+    tracker = _wandb_start(cfg) if metrics_path else None
+    last: list[dict[str, Any]] = []
+
+    def on_step(m: dict[str, Any]) -> None:
+        last.append(m)
+        if metrics_f:
+            metrics_f.write(json.dumps(m) + "\n")
+        if bar:
+            bar.update(m)
+        if tracker:
+            tracker.log(m, step=m["step"])
+
+    try:
+        info = {"name": dataset.name, "path": dataset.path}
+        res = prequential.encode(cfg, dataset.data, info, on_step=on_step)
+    except BaseException:
+        if tracker:
+            tracker.finish()
+        raise
+    finally:
+        if metrics_f:
+            metrics_f.close()
+        if bar:
+            bar.close()
+    encode_total_s = time.perf_counter() - t0
+    container_bytes = container.write(container_path, res.header, res.payload, cfg.code.chunk_bytes)
+    n = len(dataset.data)
+    bits = 8 * len(res.payload)
+    program_bits = res.header["program"]["bits"]
+    # Final chunk: the last ~10% of steps, where the learning curve has flattened most.
+    tail = last[-max(1, len(last) // 10):] if last else []
+    tail_bytes = sum(m["step_bytes"] for m in tail)
+    tail_bits = (tail[-1]["code/cum_bits"] - (last[-len(tail) - 1]["code/cum_bits"] if len(last) > len(tail) else 0)) if tail else 0
+    summary: dict[str, Any] = {
+        "experiment": cfg.experiment,
+        "seed": cfg.seed,
+        "data": {"name": dataset.name, "bytes": n, "sha256": dataset.sha256, "path": dataset.path},
+        "source": {"entropy_rate_bits": dataset.entropy_rate_bits},
+        "model": {**config_lib.to_dict(cfg)["model"], "n_params": res.n_params},
+        "code": {
+            "name": "prequential",
+            "bits": bits,
+            "ideal_bits": res.ideal_bits,
+            "program_bits": program_bits,
+            "total_bits": program_bits + bits,
+            "bits_per_byte": bits / n,
+            "ideal_bits_per_byte": res.ideal_bits / n,
+            "coded_over_ideal": bits / res.ideal_bits if res.ideal_bits else None,
+            "ratio": 8 * n / (program_bits + bits),
+            "container_bytes": container_bytes,
+            "final_chunk_bits_per_byte": tail_bits / tail_bytes if tail_bytes else None,
+            "final_chunk_ideal_bits_per_byte": sum(m["code/ideal_bits"] for m in tail) / tail_bytes if tail_bytes else None,
+        },
+        "verify": {"ok": None, "decoded_sha256": None},
+        "time": {"encode_s": res.encode_s, "encode_total_s": encode_total_s},
+        "perf": {"encode_bytes_per_s": n / res.encode_s if res.encode_s else None},
+        "env": res.header["env"],
+        "config": config_lib.to_dict(cfg),
+    }
+    if dataset.info:
+        summary["data"]["info"] = dataset.info
+    if cfg.code.verify:
+        v = verify(container_path)
+        summary["verify"] = {"ok": bool(v.get("ok")) and v.get("decoded_sha256") == dataset.sha256,
+                             "decoded_sha256": v.get("decoded_sha256")}
+        if "error" in v:
+            summary["verify"]["error"] = v["error"]
+        summary["time"].update(decode_s=v.get("decode_s"), decode_total_s=v.get("decode_total_s"),
+                               decode_over_encode=(v["decode_s"] / res.encode_s) if v.get("decode_s") else None)
+        summary["perf"]["decode_bytes_per_s"] = n / v["decode_s"] if v.get("decode_s") else None
+    try:
+        if cfg.baselines:
+            from mdlbench import baselines
+
+            summary["baselines"] = baselines.measure_all(dataset.data)
+        if tracker:
+            tracker.summary(summary)
+    finally:
+        if tracker:
+            tracker.finish()
+    return summary
+
+
+def _wandb_start(cfg: Config):
+    if cfg.logger.wandb_mode == "disabled":
+        return None
+    from mdlbench.tracking import WandbTracker
+
+    return WandbTracker(cfg)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Runs (or finds finished) one coding job; returns its summary."""
+    from mdlbench import data as data_lib
+
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    cfg.run_dir = str(run_dir)
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        old = json.loads(summary_path.read_text())
+        old_hash = config_lib.config_hash(config_lib.from_dict(old["config"]))
+        if old_hash != config_lib.config_hash(cfg):
+            raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
+                                "choose another run_dir/experiment or delete it")
+        if old.get("verify", {}).get("ok") or not cfg.code.verify:
+            print(f"already done: {run_dir} ({old['code']['bits_per_byte']:.4f} bits/byte, verified="
+                  f"{old['verify']['ok']})")
+            return old
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise MdlbenchError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
+    pin_threads(cfg.threads)
+    dataset = data_lib.load(cfg.data)
+    container_path = run_dir / f"{data_label(cfg)}.mdl"
+    summary = code_dataset(cfg, dataset, container_path, run_dir / "metrics.jsonl")
+    container.atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    c = summary["code"]
+    print(f"{dataset.name}: {summary['data']['bytes']} bytes -> {c['bits']} payload bits "
+          f"({c['bits_per_byte']:.4f} bits/byte; ideal {c['ideal_bits_per_byte']:.4f}); "
+          f"program {c['program_bits']} bits; total {c['total_bits']} bits, ratio {c['ratio']:.3f}")
+    print(f"verified: {summary['verify']['ok']}  run dir: {run_dir}")
+    if cfg.code.verify and not summary["verify"]["ok"]:
+        raise DecodeError(f"verification failed: {summary['verify'].get('error', 'sha256 mismatch')} (see {summary_path})")
+    return summary
