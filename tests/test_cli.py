@@ -1,0 +1,122 @@
+"""mdlbench-train (Hydra) and the plain CLI, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, run_train
+
+SMALL = ["model=nano", "code.batch_size=4", "code.seq_len=32", "logger=disabled"]
+
+REQUIRED = ["data.name", "data.bytes", "data.sha256", "model.name", "model.n_params", "code.bits",
+            "code.ideal_bits", "code.program_bits", "code.total_bits", "code.bits_per_byte", "code.ratio",
+            "verify.ok", "verify.decoded_sha256", "time.encode_s", "time.decode_s", "env"]
+
+
+def _get(d, dotted):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    src = tmp / "in.txt"
+    src.write_bytes(b"A run directory is named from the config, never from the clock. " * 40)
+    run_dir = tmp / "custom_run_dir"
+    r = run_train(*SMALL, "data=file", f"data.path={src}", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir, src, r
+
+
+def test_hydra_run_dir_override_holds_the_whole_run(train_run):
+    run_dir, src, r = train_run
+    s = json.loads((run_dir / "summary.json").read_text())
+    for key in REQUIRED:
+        assert _get(s, key) is not None, key
+    assert s["verify"]["ok"] is True and s["verify"]["decoded_sha256"] == s["data"]["sha256"]
+    assert s["data"]["bytes"] == src.stat().st_size
+    assert s["code"]["total_bits"] == s["code"]["program_bits"] + s["code"]["bits"]
+    assert s["code"]["ratio"] == pytest.approx(8 * s["data"]["bytes"] / s["code"]["total_bits"])
+    assert (run_dir / "metrics.jsonl").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    assert len(list(run_dir.glob("*.mdl"))) == 1
+    assert str(run_dir) in r.stdout
+
+
+def test_rerun_finds_the_finished_run(train_run):
+    run_dir, src, _ = train_run
+    r = run_train(*SMALL, "data=file", f"data.path={src}", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0 and "already done" in r.stdout, r.stdout + r.stderr
+
+
+def test_changed_config_in_same_dir_is_refused(train_run):
+    run_dir, src, _ = train_run
+    r = run_train(*SMALL, "data=file", f"data.path={src}", f"hydra.run.dir={run_dir}", "seed=7")
+    assert r.returncode == 2 and "different config" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_decode_run_dir(train_run, tmp_path):
+    run_dir, src, _ = train_run
+    r = run_cli("decode", str(run_dir), "-o", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["model=no_such_model"], "model"),
+    (["data=file", "data.path=/nonexistent/file.txt"], "/nonexistent/file.txt"),
+    (["code.batch_size=0"], "code.batch_size must be positive"),
+    (["code.seq_len=-4"], "code.seq_len must be positive"),
+])
+def test_bad_train_input_is_one_clear_line(args, needle, tmp_path):
+    r = run_train(*SMALL, *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and needle in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["decompress", "/nonexistent.mdl", "-o", "x"], "no such file"),
+    (["compress", "/nonexistent.txt", "-o", "x.mdl"], "/nonexistent.txt"),
+    (["compress", "README.md", "-o", "/nonexistent_dir/x.mdl"], "does not exist"),
+])
+def test_bad_cli_input_is_one_clear_line(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_file_is_refused(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    r = run_cli("compress", str(tmp_path / "empty"), "-o", str(tmp_path / "e.mdl"))
+    assert r.returncode == 2 and "empty" in r.stderr and not (tmp_path / "e.mdl").exists()
+
+
+def _compose(overrides):
+    from mdlbench.compress import compose
+
+    return compose(overrides)
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
+def test_every_model_preset_composes(model):
+    cfg = _compose([f"model={model}"])
+    assert cfg.model.name == model
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_names_its_command(exp):
+    text = (REPO / "conf" / "experiment" / f"{exp}.yaml").read_text().splitlines()
+    assert text[0].strip() == "# @package _global_"
+    assert any(f"experiment={exp}" in line for line in text[1:3]), "second line must give the exact command"
+    _compose([f"experiment={exp}"])
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert ".venv/bin/python -m pytest" in readme and ".venv/bin/python -m pytest" in ci
