@@ -1,0 +1,263 @@
+"""``mdlbench collect``: gather a sweep's run directories into two tables.
+
+A sweep directory ``results/runs/<experiment>/`` holds job directories
+``<data>/<model>/seed<k>/``. A directory is a job when it holds ``summary.json`` (finished),
+``metrics.jsonl`` or ``.hydra/config.yaml`` (started); job directories are not searched further
+(wandb keeps its own files inside them).
+
+* The *runs* table has one row per finished job: its ``summary.json`` flattened with dotted
+  column names (``code.bits_per_byte``, ``model.n_params``, ``config.optim.lr`` ...), plus
+  ``job.dir`` (relative to the sweep) and ``job.status`` (``complete`` or ``unverified``).
+* The *curves* table is long-form: one row per coding step of every finished job, the
+  ``metrics.jsonl`` columns (``code/ideal_bits_per_byte`` ...) keyed by ``job.dir``,
+  ``data.name``, ``model.name``, ``model.family``, ``model.n_params`` and ``seed``, plus
+  ``data_bytes_trained``: the bytes the model had trained on when it coded the step's chunk.
+
+Jobs without ``summary.json`` (running, killed, or with a half-written summary) are reported as
+incomplete and left out of both tables, because their measured parameter count and final code
+length are not known. A job whose ``verify.ok`` is not true is kept but reported as unverified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mdlbench.analysis import AnalysisError
+
+# Keys of the curves table, in this order, taken from the job's summary.
+CURVE_KEYS = ("job.dir", "data.name", "model.name", "model.family", "model.n_params", "seed")
+_JOB_MARKERS = ("summary.json", "metrics.jsonl", os.path.join(".hydra", "config.yaml"))
+
+
+@dataclass
+class Sweep:
+    """What :func:`collect` found.
+
+    Attributes:
+      root: the sweep directory.
+      runs: one row per finished job (flattened ``summary.json``).
+      curves: one row per coding step of every finished job.
+      complete: job directories (relative) finished and verified.
+      unverified: job directories finished whose decoded stream was not verified to match.
+      incomplete: (job directory, reason) of jobs without a usable ``summary.json``.
+      bad_metric_lines: (job directory, count) of unparseable ``metrics.jsonl`` lines skipped.
+    """
+
+    root: Path
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    complete: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+    incomplete: list[tuple[str, str]] = field(default_factory=list)
+    bad_metric_lines: list[tuple[str, int]] = field(default_factory=list)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flattens nested dicts into dotted keys; lists become JSON strings (one table cell).
+
+    Args:
+      d: a nested mapping such as a loaded ``summary.json``.
+      prefix: prepended to every key (with a dot).
+
+    Returns:
+      A flat dict ``{"code.bits": ..., "config.model.d_model": ...}``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            if value:
+                out.update(flatten(value, name))
+            else:
+                out[name] = None
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """Job directories under ``root`` (``root`` itself may be one), sorted."""
+    jobs = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if any((here / marker).is_file() for marker in _JOB_MARKERS):
+            jobs.append(here)
+            dirnames[:] = []  # do not descend into a job (wandb/, .hydra/, checkpoints)
+        else:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(jobs)
+
+
+def _read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of a ``metrics.jsonl`` (last record wins per step) and the count of bad lines.
+
+    A killed job can leave a truncated last line, and a resumed job may log a step again; both
+    must not break the table.
+    """
+    rows: dict[Any, dict[str, Any]] = {}
+    bad = 0
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if not isinstance(rec, dict):
+                bad += 1
+                continue
+            rows[rec.get("step", f"line{i}")] = rec
+    return list(rows.values()), bad
+
+
+def _read_summary(path: Path) -> dict[str, Any] | str:
+    """The parsed summary, or a reason why it is unusable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except json.JSONDecodeError as e:
+        return f"summary.json is not valid JSON ({e.msg})"
+    if not isinstance(summary, dict):
+        return "summary.json is not a JSON object"
+    return summary
+
+
+def _arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Makes object columns holding several value types (e.g. int and str) plain strings.
+
+    Parquet needs one type per column; config values can legitimately differ in type between
+    jobs of a sweep (``data.synthetic`` null in one, a mapping in another).
+    """
+    df = df.copy()
+    for col in df.columns[df.dtypes == object]:
+        kinds = {type(v) for v in df[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1:
+            df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return df
+
+
+def collect(sweep_dir: str | os.PathLike) -> Sweep:
+    """Reads every job of a sweep into a runs table and a long-form curves table.
+
+    Args:
+      sweep_dir: the sweep directory (``results/runs/<experiment>``) or a single job directory.
+
+    Returns:
+      A :class:`Sweep`; ``runs`` is sorted by data set, parameter count and seed.
+
+    Raises:
+      AnalysisError: the directory does not exist, holds no job, or holds no finished job.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise AnalysisError(f"sweep directory not found: {root}")
+    jobs = find_jobs(root)
+    if not jobs:
+        raise AnalysisError(
+            f"no runs under {root} (no directory holds summary.json, metrics.jsonl or .hydra/config.yaml)")
+
+    rows, curve_frames = [], []
+    complete, unverified, incomplete, bad_lines = [], [], [], []
+    for job in jobs:
+        rel = job.relative_to(root).as_posix() if job != root else "."
+        summary_path = job / "summary.json"
+        summary = _read_summary(summary_path) if summary_path.is_file() else "no summary.json"
+        if isinstance(summary, str):
+            metrics = job / "metrics.jsonl"
+            n_steps = len(_read_metrics(metrics)[0]) if metrics.is_file() else 0
+            incomplete.append((rel, f"{summary}; {n_steps} steps logged"))
+            continue
+        row = flatten(summary)
+        verified = (summary.get("verify") or {}).get("ok") is True
+        row["job.dir"] = rel
+        row["job.status"] = "complete" if verified else "unverified"
+        (complete if verified else unverified).append(rel)
+        rows.append(row)
+
+        metrics = job / "metrics.jsonl"
+        if metrics.is_file():
+            records, bad = _read_metrics(metrics)
+            if bad:
+                bad_lines.append((rel, bad))
+            if records:
+                frame = pd.DataFrame.from_records(records)
+                frame = frame.drop(columns=[k for k in CURVE_KEYS if k in frame])
+                for pos, key in enumerate(CURVE_KEYS):
+                    frame.insert(pos, key, row.get(key))
+                if "bytes_seen" in frame and "step_bytes" in frame:
+                    # The chunk of step t is coded by a model trained on the bytes before it.
+                    frame["data_bytes_trained"] = frame["bytes_seen"] - frame["step_bytes"]
+                curve_frames.append(frame)
+
+    if not rows:
+        raise AnalysisError(f"no finished runs under {root}: all {len(incomplete)} job(s) lack a usable summary.json")
+
+    runs = pd.DataFrame.from_records(rows)
+    first = ["job.dir", "job.status", "experiment", "data.name", "model.name", "model.n_params", "seed"]
+    runs = runs[[c for c in first if c in runs] + [c for c in runs if c not in first]]
+    sort_by = [c for c in ("data.name", "model.n_params", "model.name", "seed") if c in runs]
+    runs = runs.sort_values(sort_by, kind="stable").reset_index(drop=True)
+    if curve_frames:
+        curves = pd.concat(curve_frames, ignore_index=True)
+        curves = curves.sort_values([c for c in ("data.name", "model.n_params", "model.name", "seed", "step")
+                                     if c in curves], kind="stable").reset_index(drop=True)
+    else:
+        curves = pd.DataFrame(columns=list(CURVE_KEYS))
+    return Sweep(root=root, runs=runs, curves=curves, complete=complete, unverified=unverified,
+                 incomplete=incomplete, bad_metric_lines=bad_lines)
+
+
+def write_tables(sweep: Sweep, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Writes ``<name>.csv/.parquet`` and ``<name>_curves.csv/.parquet`` into ``out_dir``.
+
+    Returns:
+      The written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, table in ((name, sweep.runs), (f"{name}_curves", sweep.curves)):
+        csv_path, parquet_path = out / f"{stem}.csv", out / f"{stem}.parquet"
+        table.to_csv(csv_path, index=False)
+        _arrow_safe(table).to_parquet(parquet_path, index=False)
+        written += [csv_path, parquet_path]
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mdlbench collect``."""
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="sweep directory, e.g. results/runs/scaling_smoke")
+    parser.add_argument("--out", default="results/tables", help="output directory (default: %(default)s)")
+    parser.add_argument("--name", default=None, help="table name (default: the sweep directory's name)")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Runs ``mdlbench collect``; prints the job counts and the written paths."""
+    sweep = collect(args.sweep_dir)
+    name = args.name or Path(args.sweep_dir).resolve().name
+    n_jobs = len(sweep.complete) + len(sweep.unverified) + len(sweep.incomplete)
+    print(f"{sweep.root}: {n_jobs} jobs: {len(sweep.complete)} complete and verified, "
+          f"{len(sweep.unverified)} complete but unverified, {len(sweep.incomplete)} incomplete")
+    for rel in sweep.unverified:
+        print(f"  unverified: {rel}")
+    for rel, why in sweep.incomplete:
+        print(f"  incomplete: {rel} ({why})")
+    for rel, bad in sweep.bad_metric_lines:
+        print(f"  skipped {bad} unreadable line(s) in {rel}/metrics.jsonl")
+    tables = (sweep.runs, sweep.runs, sweep.curves, sweep.curves)  # the order write_tables writes
+    for path, table in zip(write_tables(sweep, args.out, name), tables):
+        print(f"wrote {path} ({len(table)} rows x {table.shape[1]} columns)")
+    return 0
