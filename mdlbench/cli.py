@@ -84,6 +84,11 @@ def train_main() -> None:
         try:
             cfg = config_lib.from_dict(d)
             cfg.run_dir = HydraConfig.get().runtime.output_dir
+            if cfg.supervised is not None:
+                from mdlbench.codes.supervised import run_codes
+
+                run_codes(cfg.supervised)
+                return None
             summary = train.run(cfg)
         except MdlbenchError as e:
             print(f"mdlbench-train: error: {e}", file=sys.stderr)

@@ -161,6 +161,9 @@ class Config:
       threads: CPUs to pin this run to before JAX starts (0 = all available). The decoder
         reproduces the count recorded in the container, so any value decodes.
       baselines: also measure the classic compressors on the same bytes (``baselines.*``).
+      supervised: when set, the run is the supervised MDL code family on labelled data
+        (``mdlbench.codes.supervised``) instead of prequential byte coding; its schema is
+        ``mdlbench.codes.supervised.config.SupervisedConfig``.
     """
 
     experiment: str = "default"
@@ -173,6 +176,7 @@ class Config:
     run_dir: str = ""
     threads: int = 0
     baselines: bool = False
+    supervised: dict[str, Any] | None = None
 
 
 def _build(cls: type, value: Any, where: str) -> Any:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mdlbench.coding import container
-from mdlbench.errors import ContainerError
+from mdlbench.errors import ContainerError, DecodeError, MdlbenchError
 
 
 def find_container(target: str | Path) -> Path:
@@ -43,7 +43,13 @@ def decode_file(path: str | Path, out: str | Path | None) -> dict:
     env.pin(header["env"])
     from mdlbench.codes import prequential
 
-    data, seconds = prequential.decode(header, payload)
+    try:
+        data, seconds = prequential.decode(header, payload)
+    except MdlbenchError:
+        raise
+    except Exception as e:  # e.g. the coder failing inside the compiled program on a forged payload
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise DecodeError(f"{path}: decoding failed ({type(e).__name__}: {first[:200]}); nothing was written") from None
     if out is not None:
         out = Path(out)
         if out.is_dir():
