@@ -235,6 +235,16 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
+def check_ranges(prefix: str, positive: dict[str, Any], nonnegative: dict[str, Any]) -> None:
+    """Raises ConfigError for the first value that is not > 0 (resp. not >= 0); NaN fails both."""
+    for key, v in positive.items():
+        if not v > 0:
+            raise ConfigError(f"{prefix}{key} must be positive, got {v}")
+    for key, v in nonnegative.items():
+        if not v >= 0:
+            raise ConfigError(f"{prefix}{key} must be >= 0, got {v}")
+
+
 def validate(cfg: Config) -> None:
     """Range checks with one clear message each."""
     positive = {
@@ -247,15 +257,9 @@ def validate(cfg: Config) -> None:
         positive.update({"model.d_model": cfg.model.d_model, "model.n_layers": cfg.model.n_layers})
         if cfg.model.family == "transformer":
             positive["model.n_heads"] = cfg.model.n_heads
-    for key, v in positive.items():
-        if v <= 0:
-            raise ConfigError(f"{key} must be positive, got {v}")
-    for key, v in {"threads": cfg.threads, "model.d_ff": cfg.model.d_ff, "data.max_bytes": cfg.data.max_bytes,
-                   "optim.warmup_steps": cfg.optim.warmup_steps}.items():
-        if v < 0:
-            raise ConfigError(f"{key} must be >= 0, got {v}")
-    if not cfg.optim.lr > 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    positive["optim.lr"] = cfg.optim.lr
+    check_ranges("", positive, {"threads": cfg.threads, "model.d_ff": cfg.model.d_ff,
+                                "data.max_bytes": cfg.data.max_bytes, "optim.warmup_steps": cfg.optim.warmup_steps})
     if cfg.model.family == "transformer" and cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"model.d_model ({cfg.model.d_model}) must be divisible by model.n_heads ({cfg.model.n_heads})")
     if cfg.logger.wandb_mode not in ("offline", "online", "disabled"):

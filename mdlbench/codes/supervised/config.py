@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mdlbench.config import ConfigError, _build
+from mdlbench.config import ConfigError, _build, check_ranges
 
 CODES = ("uniform", "two_part", "blockwise", "prequential", "variational")
 # The doubling schedule of Blier & Ollivier / Voita & Titov, in percent of the data.
@@ -185,15 +185,11 @@ def validate(cfg: SupervisedConfig) -> None:
         "train.lr": cfg.train.lr, "prequential.lr": cfg.prequential.lr, "variational.lr": cfg.variational.lr,
         "variational.init_sigma": cfg.variational.init_sigma, "variational.prior_sigma": cfg.variational.prior_sigma,
     }
-    for key, v in positive.items():
-        if not v > 0:
-            raise ConfigError(f"supervised.{key} must be positive, got {v}")
-    for key, v in {"max_examples": cfg.max_examples, "max_test_examples": cfg.max_test_examples,
-                   "train.min_steps": cfg.train.min_steps, "train.max_steps": cfg.train.max_steps,
-                   "prequential.updates_per_batch": cfg.prequential.updates_per_batch,
-                   "train.epochs": cfg.train.epochs, "variational.epochs": cfg.variational.epochs}.items():
-        if v < 0:
-            raise ConfigError(f"supervised.{key} must be >= 0, got {v}")
+    check_ranges("supervised.", positive, {
+        "max_examples": cfg.max_examples, "max_test_examples": cfg.max_test_examples,
+        "train.min_steps": cfg.train.min_steps, "train.max_steps": cfg.train.max_steps,
+        "prequential.updates_per_batch": cfg.prequential.updates_per_batch,
+        "train.epochs": cfg.train.epochs, "variational.epochs": cfg.variational.epochs})
     if not 0.0 < cfg.uniform_mix < 1.0:
         raise ConfigError(f"supervised.uniform_mix must be in (0, 1), got {cfg.uniform_mix}")
     if not 0.0 < cfg.holdout_fraction < 1.0:
