@@ -79,6 +79,7 @@ def train_main() -> None:
 
         # Hydra sets the root logger to INFO; JAX then reports every backend it did not find.
         logging.getLogger("jax").setLevel(logging.WARNING)
+        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every checkpoint save at INFO
         d = OmegaConf.to_container(dcfg, resolve=True)
         d.pop("hydra", None)
         try:
@@ -88,6 +89,17 @@ def train_main() -> None:
                 from mdlbench.codes.supervised import run_codes
 
                 run_codes(cfg.supervised)
+                return None
+            if cfg.bits_back is not None:
+                from mdlbench.codes.bits_back import run_bits_back
+
+                run_bits_back(cfg.bits_back, cfg.run_dir)
+                return None
+            if cfg.capacity is not None:
+                train.pin_threads(cfg.threads)  # before mdlbench.capacity imports JAX
+                from mdlbench import capacity
+
+                capacity.run(cfg)
                 return None
             summary = train.run(cfg)
         except MdlbenchError as e:

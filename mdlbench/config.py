@@ -32,6 +32,9 @@ class ModelConfig:
       n_layers: number of blocks (Transformer) or stacked cells (LSTM).
       n_heads: attention heads (Transformer only).
       d_ff: feed-forward width (Transformer only); 0 means 4 * d_model.
+      positions: Transformer position encoding: ``learned`` (absolute, one vector per window
+        position) or ``rope`` (rotary: attention sees relative offsets, which lets small models
+        learn "the byte k positions back" dependencies far sooner).
     """
 
     name: str = "tiny"
@@ -40,6 +43,7 @@ class ModelConfig:
     n_layers: int = 2
     n_heads: int = 2
     d_ff: int = 0
+    positions: str = "learned"
 
 
 @dataclass
@@ -126,6 +130,12 @@ class CodeConfig:
       seq_len: T, bytes of every stream coded (then trained on) per step.
       verify: replay the decoder in a separate process at the end of a run.
       chunk_bytes: container payload chunk size (each chunk carries a CRC32).
+      segment_steps: the range coder is sealed and restarted every this many steps, so that a
+        run can be checkpointed there and resumed byte-identically (costs a few bytes each).
+      checkpoint_s: save a checkpoint at the first segment boundary after this many seconds
+        since the last one (0: at every boundary; negative: never). Does not change the bits.
+      devices: data-parallel training over this many devices (the batch is split evenly with
+        a fixed sharding; coding runs on the first device). 1 = one fused program.
     """
 
     name: str = "prequential"
@@ -133,6 +143,9 @@ class CodeConfig:
     seq_len: int = 128
     verify: bool = True
     chunk_bytes: int = 65536
+    segment_steps: int = 100
+    checkpoint_s: float = 60.0
+    devices: int = 1
 
 
 @dataclass
@@ -164,6 +177,12 @@ class Config:
       supervised: when set, the run is the supervised MDL code family on labelled data
         (``mdlbench.codes.supervised``) instead of prequential byte coding; its schema is
         ``mdlbench.codes.supervised.config.SupervisedConfig``.
+      capacity: when set, the run is a knowledge-capacity sweep (``mdlbench.capacity``: train on a
+        synthetic knowledge base, measure the bits of facts stored); its schema is
+        ``mdlbench.capacity.CapacityConfig``.
+      bits_back: when set, the run is a bits-back code (``mdlbench.codes.bits_back``: BB-ANS on
+        images under a VAE, or bits-back coded classifier weights); its schema is
+        ``mdlbench.codes.bits_back.config.BitsBackConfig``.
     """
 
     experiment: str = "default"
@@ -177,6 +196,8 @@ class Config:
     threads: int = 0
     baselines: bool = False
     supervised: dict[str, Any] | None = None
+    capacity: dict[str, Any] | None = None
+    bits_back: dict[str, Any] | None = None
 
 
 def _build(cls: type, value: Any, where: str) -> Any:
@@ -225,6 +246,13 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def program_dict(cfg: Config) -> dict[str, Any]:
+    """The config as stored in a container: what the decoder needs, nothing about where it ran."""
+    d = to_dict(cfg)
+    d["run_dir"] = ""
+    return d
+
+
 def config_hash(cfg: Config) -> str:
     """sha256 of the config that defines the coded bitstream (run_dir and logging excluded)."""
     d = to_dict(cfg)
@@ -251,6 +279,8 @@ def validate(cfg: Config) -> None:
         "code.batch_size": cfg.code.batch_size,
         "code.seq_len": cfg.code.seq_len,
         "code.chunk_bytes": cfg.code.chunk_bytes,
+        "code.segment_steps": cfg.code.segment_steps,
+        "code.devices": cfg.code.devices,
         "optim.updates_per_batch": cfg.optim.updates_per_batch,
     }
     if cfg.model.family != "uniform":
@@ -262,5 +292,8 @@ def validate(cfg: Config) -> None:
                                 "data.max_bytes": cfg.data.max_bytes, "optim.warmup_steps": cfg.optim.warmup_steps})
     if cfg.model.family == "transformer" and cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"model.d_model ({cfg.model.d_model}) must be divisible by model.n_heads ({cfg.model.n_heads})")
+    if cfg.code.batch_size % max(cfg.code.devices, 1):
+        raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
+                          f"({cfg.code.devices}): each device trains on an equal share of the streams")
     if cfg.logger.wandb_mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.wandb_mode must be offline, online or disabled, got {cfg.logger.wandb_mode!r}")

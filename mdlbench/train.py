@@ -34,11 +34,12 @@ def default_run_dir(cfg: Config) -> Path:
 
 def pin_threads(n: int) -> None:
     """Pins this process to ``n`` CPUs before JAX starts (the count is what XLA depends on)."""
+    from mdlbench.coding import env
+
+    env.deterministic_gpu()
     if n <= 0:
         return
     if "jax" in sys.modules:
-        from mdlbench.coding import env
-
         if env.threads() != n:
             raise MdlbenchError(f"threads={n} must be set before JAX is imported (it runs with {env.threads()})")
         return
@@ -91,21 +92,65 @@ def verify(container_path: Path) -> dict[str, Any]:
         return json.loads(out_json.read_text())
 
 
+class Tail:
+    """Bits and bytes of the last ~10% of steps, where the learning curve has flattened most,
+    accumulated step by step (no per-step history is kept: runs may have millions of steps)."""
+
+    def __init__(self, steps: int):
+        self.first = steps - max(1, steps // 10)
+        self.bits, self.ideal_bits, self.bytes = 0, 0.0, 0
+
+    def add(self, m: dict[str, Any]) -> None:
+        if m["step"] >= self.first:
+            self.bits += m["code/bits"]
+            self.ideal_bits += m["code/ideal_bits"]
+            self.bytes += m["step_bytes"]
+
+
+def _resume_metrics(metrics_path: Path, step: int, tail: Tail) -> None:
+    """Keeps the metrics lines of steps before ``step`` (a resumed run redoes the rest)."""
+    kept: list[str] = []
+    if metrics_path.exists():
+        with open(metrics_path) as f:
+            for line in f:
+                try:
+                    m = json.loads(line)
+                except ValueError:  # a line torn by the kill
+                    break
+                if m.get("step", step) >= step:
+                    break
+                tail.add(m)
+                kept.append(line if line.endswith("\n") else line + "\n")
+    container.atomic_write(metrics_path, "".join(kept).encode())
+
+
 def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path | None = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Encodes ``dataset`` into ``container_path``, verifies it (if configured); returns the summary."""
+                 progress: bool = True, checkpoint_dir: Path | None = None) -> dict[str, Any]:
+    """Encodes ``dataset`` into ``container_path``, verifies it (if configured); returns the summary.
+
+    With ``checkpoint_dir``, a killed run resumes from its latest checkpoint (same config and
+    data only) and produces the same container bytes as an uninterrupted run."""
+    from mdlbench.checkpoint import Checkpoints
     from mdlbench.codes import prequential
 
     t0 = time.perf_counter()
-    metrics_f = open(metrics_path, "w") if metrics_path else None
+    checkpoints = Checkpoints(checkpoint_dir, config_lib.config_hash(cfg), dataset.sha256) if checkpoint_dir else None
+    cursor = checkpoints.peek() if checkpoints else None
+    tail = Tail(prequential.Layout(len(dataset.data), cfg.code.batch_size, cfg.code.seq_len).steps)
+    if cursor is not None:
+        print(f"resuming from the checkpoint at step {cursor.step} ({cursor.bytes_seen} bytes coded) in {checkpoint_dir}",
+              flush=True)
+        if metrics_path:
+            _resume_metrics(metrics_path, cursor.step, tail)
+    metrics_f = open(metrics_path, "a" if cursor is not None else "w") if metrics_path else None
     bar = Progress(len(dataset.data), f"{cfg.model.name} on {dataset.name}", cfg.logger.log_every_s) if progress else None
     tracker = _wandb_start(cfg) if metrics_path else None
-    last: list[dict[str, Any]] = []
 
     def on_step(m: dict[str, Any]) -> None:
-        last.append(m)
+        tail.add(m)
         if metrics_f:
             metrics_f.write(json.dumps(m) + "\n")
+            metrics_f.flush()
         if bar:
             bar.update(m)
         if tracker:
@@ -113,7 +158,7 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
 
     try:
         info = {"name": dataset.name, "path": dataset.path}
-        res = prequential.encode(cfg, dataset.data, info, on_step=on_step)
+        res = prequential.encode(cfg, dataset.data, info, on_step=on_step, checkpoints=checkpoints)
     except BaseException:
         if tracker:
             tracker.finish()
@@ -125,13 +170,12 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
             bar.close()
     encode_total_s = time.perf_counter() - t0
     container_bytes = container.write(container_path, res.header, res.payload, cfg.code.chunk_bytes)
+    if checkpoints is not None:
+        checkpoints.remove()  # the container is in place: nothing left to resume
     n = len(dataset.data)
     bits = 8 * len(res.payload)
     program_bits = res.header["program"]["bits"]
-    # Final chunk: the last ~10% of steps, where the learning curve has flattened most.
-    tail = last[-max(1, len(last) // 10):] if last else []
-    tail_bytes = sum(m["step_bytes"] for m in tail)
-    tail_bits = (tail[-1]["code/cum_bits"] - (last[-len(tail) - 1]["code/cum_bits"] if len(last) > len(tail) else 0)) if tail else 0
+    tail_bits, tail_bytes = tail.bits, tail.bytes  # payload growth over the last ~10% of steps
     summary: dict[str, Any] = {
         "experiment": cfg.experiment,
         "seed": cfg.seed,
@@ -150,7 +194,7 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
             "ratio": 8 * n / (program_bits + bits),
             "container_bytes": container_bytes,
             "final_chunk_bits_per_byte": tail_bits / tail_bytes if tail_bytes else None,
-            "final_chunk_ideal_bits_per_byte": sum(m["code/ideal_bits"] for m in tail) / tail_bytes if tail_bytes else None,
+            "final_chunk_ideal_bits_per_byte": tail.ideal_bits / tail_bytes if tail_bytes else None,
         },
         "verify": {"ok": None, "decoded_sha256": None},
         "time": {"encode_s": res.encode_s, "encode_total_s": encode_total_s},
@@ -217,7 +261,8 @@ def run(cfg: Config) -> dict[str, Any]:
     pin_threads(cfg.threads)
     dataset = data_lib.load(cfg.data)
     container_path = run_dir / f"{data_label(cfg)}.mdl"
-    summary = code_dataset(cfg, dataset, container_path, run_dir / "metrics.jsonl")
+    summary = code_dataset(cfg, dataset, container_path, run_dir / "metrics.jsonl",
+                           checkpoint_dir=run_dir / "checkpoint")
     container.atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
     c = summary["code"]
     print(f"{dataset.name}: {summary['data']['bytes']} bytes -> {c['bits']} payload bits "

@@ -120,3 +120,41 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert ".venv/bin/python -m pytest" in readme and ".venv/bin/python -m pytest" in ci
+
+
+def _hydra_compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+def test_joblib_launcher_pins_each_job_to_its_own_cpus():
+    c = _hydra_compose(["experiment=scaling_smoke"])
+    assert c.hydra.launcher._target_.endswith("JoblibLauncher") and c.threads == 1
+    # Each job gets its index in the environment; train.pin_threads offsets its CPUs by it.
+    assert "MDLBENCH_JOB_INDEX" in c.hydra.job.env_set
+
+
+def test_job_index_offsets_the_pinned_cpu():
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    code = ("import os; from mdlbench.train import pin_threads; pin_threads(1); "
+            "print(sorted(os.sched_getaffinity(0))[0])")
+    import subprocess
+    import sys
+
+    cpus = [subprocess.run([sys.executable, "-c", code], env={**os.environ, "MDLBENCH_JOB_INDEX": str(i)},
+                           capture_output=True, text=True, check=True).stdout.strip() for i in range(2)]
+    assert cpus == [str(allowed[0]), str(allowed[1 % len(allowed)])]
+
+
+def test_readme_slurm_and_ray_commands_compose():
+    readme = (REPO / "README.md").read_text()
+    assert "mdlbench-train -m launcher=slurm experiment=scaling_smoke" in readme
+    assert "mdlbench-train -m launcher=ray experiment=scaling_smoke" in readme
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    c = _hydra_compose(["experiment=scaling_smoke", "launcher=slurm", "hydra.launcher.partition=cpu"])
+    assert c.hydra.launcher._target_.endswith("SlurmLauncher") and c.hydra.launcher.partition == "cpu"
+    assert c.hydra.launcher.cpus_per_task == c.threads  # the job is pinned to what it asked for

@@ -75,10 +75,7 @@ def test_container_detects_every_single_bit_flip_in_a_sample():
             container.decode(bytes(bad))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.data())
-def test_container_property_truncation_append_flip(data):
-    blob = _blob()
+def _damage_is_caught(data, blob):
     kind = data.draw(st.sampled_from(["truncate", "append", "flip"]))
     if kind == "truncate":
         bad = blob[: data.draw(st.integers(0, len(blob) - 1))]
@@ -92,6 +89,23 @@ def test_container_property_truncation_append_flip(data):
     with pytest.raises(ContainerError) as e:
         container.decode(bad)
     assert "\n" not in str(e.value)
+
+
+_BLOB = _blob()
+
+
+# Zero silent successes over >= 1000 random flips / truncations / appends, in seconds.
+@settings(max_examples=1000, deadline=None)
+@given(st.data())
+def test_container_property_truncation_append_flip(data):
+    _damage_is_caught(data, _BLOB)
+
+
+@pytest.mark.slow
+@settings(max_examples=50_000, deadline=None)
+@given(st.data())
+def test_container_property_truncation_append_flip_long(data):
+    _damage_is_caught(data, _BLOB)
 
 
 def test_container_messages_name_the_failure():

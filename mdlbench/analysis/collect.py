@@ -13,6 +13,13 @@ A sweep directory ``results/runs/<experiment>/`` holds job directories
   ``data.name``, ``model.name``, ``model.family``, ``model.n_params`` and ``seed``, plus
   ``data_bytes_trained``: the bytes the model had trained on when it coded the step's chunk.
 
+* The *entities* table (capacity sweeps, ``mdlbench.capacity``): one row per entity of every
+  finished job that wrote ``entities.csv`` (exposures, information and stored bits), keyed like
+  the curves table.
+
+Capacity runs measure ideal code lengths and write no bitstream, so there is nothing to decode:
+their ``job.status`` is ``ideal`` and they count as complete.
+
 Jobs without ``summary.json`` (running, killed, or with a half-written summary) are reported as
 incomplete and left out of both tables, because their measured parameter count and final code
 length are not known. A job whose ``verify.ok`` is not true is kept but reported as unverified.
@@ -45,6 +52,7 @@ class Sweep:
       root: the sweep directory.
       runs: one row per finished job (flattened ``summary.json``).
       curves: one row per coding step of every finished job.
+      entities: one row per entity of every finished capacity job (empty for other sweeps).
       complete: job directories (relative) finished and verified.
       unverified: job directories finished whose decoded stream was not verified to match.
       incomplete: (job directory, reason) of jobs without a usable ``summary.json``.
@@ -58,6 +66,8 @@ class Sweep:
     unverified: list[str] = field(default_factory=list)
     incomplete: list[tuple[str, str]] = field(default_factory=list)
     bad_metric_lines: list[tuple[str, int]] = field(default_factory=list)
+    entities: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ideal: list[str] = field(default_factory=list)  # finished, ideal code lengths only (capacity)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -169,8 +179,8 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
         raise AnalysisError(
             f"no runs under {root} (no directory holds summary.json, metrics.jsonl or .hydra/config.yaml)")
 
-    rows, curve_frames = [], []
-    complete, unverified, incomplete, bad_lines = [], [], [], []
+    rows, curve_frames, entity_frames = [], [], []
+    complete, unverified, incomplete, bad_lines, ideal = [], [], [], [], []
     for job in jobs:
         rel = job.relative_to(root).as_posix() if job != root else "."
         summary_path = job / "summary.json"
@@ -183,9 +193,18 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
         row = flatten(summary)
         verified = (summary.get("verify") or {}).get("ok") is True
         row["job.dir"] = rel
-        row["job.status"] = "complete" if verified else "unverified"
-        (complete if verified else unverified).append(rel)
+        if summary.get("kind") == "capacity":  # ideal bits only: no bitstream to decode
+            row["job.status"] = "ideal"
+            ideal.append(rel)
+        else:
+            row["job.status"] = "complete" if verified else "unverified"
+            (complete if verified else unverified).append(rel)
         rows.append(row)
+        if (job / "entities.csv").is_file():
+            frame = pd.read_csv(job / "entities.csv")
+            for pos, key in enumerate(CURVE_KEYS):
+                frame.insert(pos, key, row.get(key))
+            entity_frames.append(frame)
 
         metrics = job / "metrics.jsonl"
         if metrics.is_file():
@@ -216,20 +235,25 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
                                      if c in curves], kind="stable").reset_index(drop=True)
     else:
         curves = pd.DataFrame(columns=list(CURVE_KEYS))
+    entities = pd.concat(entity_frames, ignore_index=True) if entity_frames else pd.DataFrame()
     return Sweep(root=root, runs=runs, curves=curves, complete=complete, unverified=unverified,
-                 incomplete=incomplete, bad_metric_lines=bad_lines)
+                 incomplete=incomplete, bad_metric_lines=bad_lines, entities=entities, ideal=ideal)
 
 
 def write_tables(sweep: Sweep, out_dir: str | os.PathLike, name: str) -> list[Path]:
-    """Writes ``<name>.csv/.parquet`` and ``<name>_curves.csv/.parquet`` into ``out_dir``.
+    """Writes ``<name>.csv/.parquet`` and ``<name>_curves.csv/.parquet`` into ``out_dir``, and
+    ``<name>_entities.csv/.parquet`` when the sweep has an entities table.
 
     Returns:
-      The written paths.
+      The written paths (CSV then Parquet of each table, in that order).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, table in ((name, sweep.runs), (f"{name}_curves", sweep.curves)):
+    tables = [(name, sweep.runs), (f"{name}_curves", sweep.curves)]
+    if not sweep.entities.empty:
+        tables.append((f"{name}_entities", sweep.entities))
+    for stem, table in tables:
         csv_path, parquet_path = out / f"{stem}.csv", out / f"{stem}.parquet"
         table.to_csv(csv_path, index=False)
         _arrow_safe(table).to_parquet(parquet_path, index=False)
@@ -248,8 +272,9 @@ def command(args: argparse.Namespace) -> int:
     """Runs ``mdlbench collect``; prints the job counts and the written paths."""
     sweep = collect(args.sweep_dir)
     name = args.name or Path(args.sweep_dir).resolve().name
-    n_jobs = len(sweep.complete) + len(sweep.unverified) + len(sweep.incomplete)
-    print(f"{sweep.root}: {n_jobs} jobs: {len(sweep.complete)} complete and verified, "
+    n_jobs = len(sweep.complete) + len(sweep.unverified) + len(sweep.incomplete) + len(sweep.ideal)
+    ideal = f", {len(sweep.ideal)} complete with ideal code lengths (nothing to decode)" if sweep.ideal else ""
+    print(f"{sweep.root}: {n_jobs} jobs: {len(sweep.complete)} complete and verified{ideal}, "
           f"{len(sweep.unverified)} complete but unverified, {len(sweep.incomplete)} incomplete")
     for rel in sweep.unverified:
         print(f"  unverified: {rel}")
@@ -257,7 +282,9 @@ def command(args: argparse.Namespace) -> int:
         print(f"  incomplete: {rel} ({why})")
     for rel, bad in sweep.bad_metric_lines:
         print(f"  skipped {bad} unreadable line(s) in {rel}/metrics.jsonl")
-    tables = (sweep.runs, sweep.runs, sweep.curves, sweep.curves)  # the order write_tables writes
+    tables = [sweep.runs, sweep.runs, sweep.curves, sweep.curves]  # the order write_tables writes
+    if not sweep.entities.empty:
+        tables += [sweep.entities, sweep.entities]
     for path, table in zip(write_tables(sweep, args.out, name), tables):
         print(f"wrote {path} ({len(table)} rows x {table.shape[1]} columns)")
     return 0

@@ -15,6 +15,10 @@ encoder pushes the known bytes into the range coder and returns them, the decode
 from the bitstream and returns those. So the probabilities each side sees are produced by the
 same instructions from the same parameters; training-step logits are never used for coding.
 
+The bitstream is cut into *segments*: every ``code.segment_steps`` steps the range coder is
+sealed and a fresh one started. A segment boundary is where a run can be checkpointed (the
+coder's whole state is then the sealed bytes) and resumed byte-identically after a kill.
+
 Before coding, both sides run a *canary*: the same step on a fixed synthetic batch from the
 initial parameters; the hash of its probabilities and updated parameters is stored in the
 container, and the decoder refuses to start when its own canary differs.
@@ -32,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from mdlbench import config as config_lib
-from mdlbench.coding import range_coder
+from mdlbench.coding import container, range_coder
 from mdlbench.config import Config, OptimConfig
 from mdlbench.errors import DecodeError, EnvironmentMismatch
 
@@ -74,25 +78,82 @@ class Layout:
     def from_streams(self, streams_BxN: np.ndarray) -> bytes:
         return streams_BxN[:, : self.stream_len].reshape(-1)[: self.n].astype(np.uint8).tobytes()
 
+    # Per-step views: what the coder touches at step s. Nothing proportional to n is built, so
+    # data of any size (a memory-mapped file) is streamed window by window.
+    def valid_window(self, s: int) -> np.ndarray:
+        """valid_BxT: which positions of step ``s`` hold data (the tail is padding)."""
+        i = s * self.seq_len + np.arange(self.seq_len)[None, :]
+        b = np.arange(self.batch)[:, None]
+        return (i < self.stream_len) & (b * self.stream_len + i < self.n)
+
+    def offsets(self, s: int, t: int) -> np.ndarray:
+        """offset_B: where position ``t`` of step ``s`` of every stream sits in the data."""
+        return np.arange(self.batch) * self.stream_len + s * self.seq_len + t
+
+    def window(self, data, s: int) -> np.ndarray:
+        """window_BxT (uint8) of step ``s`` read from ``data`` (bytes or a uint8 array / memmap)."""
+        out = np.zeros((self.batch, self.seq_len), np.uint8)
+        for b in range(self.batch):
+            lo = b * self.stream_len + s * self.seq_len
+            hi = min(lo + self.seq_len, (b + 1) * self.stream_len, self.n)
+            if hi > lo:
+                out[b, : hi - lo] = np.frombuffer(data[lo:hi], np.uint8) if isinstance(data, (bytes, bytearray)) \
+                    else np.asarray(data[lo:hi], np.uint8)
+        return out
+
 
 class Host:
     """The host side of the ordered callback: encodes, decodes, or hashes (canary)."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
-        self.valid_BxN = layout.valid_BxN()
         self.mode = "idle"
+        self._step = -1
+
+    def _at(self, step: int) -> None:
+        """Loads step ``step``'s validity mask (and, encoding, its data window) once per step."""
+        if step != self._step:
+            self._step = step
+            self.valid_BxT = self.layout.valid_window(step)
+            if self.mode == "encode":
+                self.data_BxT = self.layout.window(self.data, step)
 
     def start_canary(self) -> None:
         self.mode, self.hash = "canary", hashlib.sha256()
 
-    def start_encode(self, data: bytes) -> None:
+    def start_encode(self, data: bytes, sealed: bytes = b"", segments: list[int] | None = None) -> None:
+        """Starts (or, with the sealed segments of a checkpoint, resumes) encoding."""
         self.mode, self.enc = "encode", range_coder.Encoder()
-        self.data_BxN = self.layout.to_streams(data)
+        self.sealed, self.segments = bytearray(sealed), list(segments or [])
+        self.data, self._step = data, -1
 
-    def start_decode(self, payload: bytes) -> None:
-        self.mode, self.dec = "decode", range_coder.Decoder(payload)
-        self.out_BxN = np.zeros((self.layout.batch, self.layout.padded_len), np.uint8)
+    def seal(self) -> None:
+        """Ends the current segment of the bitstream and starts the next."""
+        seg = self.enc.finish()
+        self.sealed += seg
+        self.segments.append(len(seg))
+        self.enc = range_coder.Encoder()
+
+    def bits(self) -> int:
+        """Bits of the bitstream so far (sealed segments + the open one, in whole words)."""
+        return 8 * len(self.sealed) + self.enc.num_bits()
+
+    def start_decode(self, payload: bytes, segments: list[int], out) -> None:
+        """Starts decoding into ``out`` (a writable uint8 array of n bytes, e.g. a memmap)."""
+        if sum(segments) != len(payload):
+            raise DecodeError(f"segment table covers {sum(segments)} bytes but the payload has {len(payload)}")
+        self.mode, self.payload, self.segments = "decode", payload, list(segments)
+        self.segment, self.offset = -1, 0
+        self.next_segment()
+        self.out, self._step = out, -1
+
+    def next_segment(self) -> None:
+        self.segment += 1
+        if self.segment >= len(self.segments):
+            raise DecodeError(f"the bitstream has {len(self.segments)} segments but decoding needs more")
+        n = self.segments[self.segment]
+        self.dec = range_coder.Decoder(self.payload[self.offset:self.offset + n])
+        self.offset += n
 
     def __call__(self, step, t, probs_BxV):
         step, t = int(step), int(t)
@@ -100,17 +161,17 @@ class Host:
         if self.mode == "canary":
             self.hash.update(np.asarray(probs_BxV).tobytes())
             return ((t * 31 + np.arange(b) * 17 + step * 7) % 256).astype(np.int32)
-        pos = step * self.layout.seq_len + t
-        valid_B = self.valid_BxN[:, pos]
+        self._at(step)
+        valid_B = self.valid_BxT[:, t]
         probs_BxV = np.asarray(probs_BxV)
         if self.mode == "encode":
-            sym_B = self.data_BxN[:, pos].astype(np.int32)
+            sym_B = self.data_BxT[:, t].astype(np.int32)
             self.enc.push(sym_B[valid_B], probs_BxV[valid_B])
             return sym_B
         if self.mode == "decode":
             sym_B = np.zeros(b, np.int32)
             sym_B[valid_B] = self.dec.pop(probs_BxV[valid_B])
-            self.out_BxN[:, pos] = sym_B
+            self.out[self.layout.offsets(step, t)[valid_B]] = sym_B[valid_B]
             return sym_B
         raise RuntimeError(f"host callback in mode {self.mode!r}")
 
@@ -154,7 +215,8 @@ class Program:
             nll_BxT = -jnp.take_along_axis(logp, targets_BxT[..., None], -1)[..., 0]
             return (nll_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1.0)
 
-        def step(params, opt_state, state, prev_B, step_idx, mask_BxT):
+        def code(params, state, prev_B, step_idx, mask_BxT):
+            """Codes (or decodes) one window of every stream under the current parameters."""
             def position(carry, t):
                 cache, prev = carry
                 logits_BxV, cache = model.apply(params, prev, cache, t, method="decode")
@@ -166,8 +228,11 @@ class Program:
 
             cache = model.init_cache(state, B)
             (cache, last_B), (sym_TxB, lp_TxB) = jax.lax.scan(position, (cache, prev_B), jnp.arange(T))
-            x_BxT = sym_TxB.T
             ideal_bits = -(lp_TxB.T * mask_BxT).sum() / LN2
+            return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state)
+
+        def train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+            """``updates_per_batch`` optimiser steps on the window just coded."""
             inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
             grad_fn = jax.value_and_grad(loss_fn)
             loss0 = None
@@ -176,9 +241,47 @@ class Program:
                 loss0 = loss if loss0 is None else loss0
                 updates, opt_state = tx.update(grads, opt_state, params)
                 params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
-            return params, opt_state, model.next_state(cache, state), last_B, ideal_bits, loss0
+            return params, opt_state, loss0
 
-        self._step = jax.jit(step)
+        def step(params, opt_state, state, prev_B, step_idx, mask_BxT):
+            x_BxT, ideal_bits, last_B, next_state = code(params, state, prev_B, step_idx, mask_BxT)
+            params, opt_state, loss0 = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            return params, opt_state, next_state, last_B, ideal_bits, loss0
+
+        n_dev = cfg.code.devices
+        if n_dev == 1:
+            # One fused program per step: coding scan, then the training update.
+            self._step = jax.jit(step)
+        else:
+            # Data-parallel: the ordered coding callback runs on the first device; the update
+            # splits the streams over n_dev devices with a fixed sharding (the gradient
+            # all-reduce is then the same reduction on every replay with that device count).
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            devices = jax.devices()
+            if len(devices) < n_dev:
+                raise EnvironmentMismatch(
+                    f"code.devices={n_dev} but JAX sees {len(devices)} device(s) here "
+                    "(on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+            mesh = Mesh(np.array(devices[:n_dev]), ("data",))
+            rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
+            first = jax.sharding.SingleDeviceSharding(devices[0])
+            code_j = jax.jit(code)
+            train_j = jax.jit(train, in_shardings=(rep, rep, rep, split, split, split),
+                              out_shardings=(rep, rep, rep))
+            state_sharding = rep  # carried model state stays replicated (small)
+
+            def two_programs(params, opt_state, state, prev_B, step_idx, mask_BxT):
+                on_first = lambda tree: jax.device_put(tree, first)
+                x_BxT, ideal_bits, last_B, next_state = code_j(on_first(params), on_first(state),
+                                                                on_first(prev_B), step_idx, on_first(mask_BxT))
+                params, opt_state, loss0 = train_j(params, opt_state, jax.device_put(state, rep),
+                                                   jax.device_put(prev_B, split), jax.device_put(x_BxT, split),
+                                                   jax.device_put(mask_BxT, split))
+                return params, opt_state, jax.device_put(next_state, state_sharding), last_B, ideal_bits, loss0
+
+            self._step = two_programs
+            self._place = lambda carry: jax.device_put(carry, rep)
         self._init = lambda: model.init(jax.random.PRNGKey(cfg.seed), jnp.zeros((B, T), jnp.int32),
                                         model.zero_state(B))
         self._jnp = jnp
@@ -188,8 +291,19 @@ class Program:
         params = self._init()
         from mdlbench.models.transformer import BOS
 
-        return params, self.tx.init(params), self.model.zero_state(self.cfg.code.batch_size), \
-            self._jnp.full((self.cfg.code.batch_size,), BOS, self._jnp.int32)
+        carry = (params, self.tx.init(params), self.model.zero_state(self.cfg.code.batch_size),
+                 self._jnp.full((self.cfg.code.batch_size,), BOS, self._jnp.int32))
+        return self.normalize(carry)
+
+    def normalize(self, carry):
+        """Plain, strongly typed arrays (as a checkpoint restores them), placed for the step.
+
+        A fresh carry may hold weakly typed scalars; restored ones never do. Normalising both
+        gives the compiled step the same input types either way, hence the same program."""
+        import jax
+
+        carry = jax.tree_util.tree_map(lambda x: self._jnp.asarray(np.asarray(x)), carry)
+        return self._place(carry) if hasattr(self, "_place") else carry
 
     def step(self, carry, s: int, mask_BxT: np.ndarray):
         params, opt_state, state, prev = carry
@@ -216,30 +330,34 @@ class Program:
         return models.count_params(self._init())
 
 
-def _loop(prog: Program, on_step: Callable[[dict[str, Any]], None] | None, bits_now: Callable[[], int]):
-    """The coding loop shared by encoder and decoder; returns (ideal_bits, seconds)."""
-    layout, T = prog.layout, prog.cfg.code.seq_len
-    valid_BxN = prog.host.valid_BxN
-    carry = prog.initial()
-    cum_ideal, seen, t0 = 0.0, 0, time.perf_counter()
-    last_bits = 0
-    for s in range(layout.steps):
-        mask_BxT = valid_BxN[:, s * T:(s + 1) * T]
+def _loop(prog: Program, carry, cursor, on_step: Callable[[dict[str, Any]], None] | None,
+          bits_now: Callable[[], int], at_boundary: Callable[[Any, Any], None]):
+    """The coding loop shared by encoder and decoder, from ``cursor.step`` to the end.
+
+    ``at_boundary(carry, cursor)`` runs after every step that ends a bitstream segment (except
+    the last step); ``cursor`` then points at the next step. Updates ``cursor`` in place."""
+    layout, T, every = prog.layout, prog.cfg.code.seq_len, prog.cfg.code.segment_steps
+    t0, elapsed0 = time.perf_counter(), cursor.elapsed_s
+    last_bits = bits_now()
+    for s in range(cursor.step, layout.steps):
+        mask_BxT = layout.valid_window(s)
         carry, ideal, loss = prog.step(carry, s, mask_BxT)
         n = int(mask_BxT.sum())
-        seen += n
-        cum_ideal += ideal
+        cursor.step, cursor.bytes_seen, cursor.ideal_bits = s + 1, cursor.bytes_seen + n, cursor.ideal_bits + ideal
+        cursor.elapsed_s = elapsed0 + time.perf_counter() - t0
         if on_step is not None:
             bits = bits_now()
             on_step({
-                "step": s, "bytes_seen": seen, "step_bytes": n,
+                "step": s, "bytes_seen": cursor.bytes_seen, "step_bytes": n,
                 "code/ideal_bits": ideal, "code/ideal_bits_per_byte": ideal / max(n, 1),
-                "code/bits": bits - last_bits, "code/cum_ideal_bits": cum_ideal, "code/cum_bits": bits,
-                "code/cum_bits_per_byte": bits / max(seen, 1), "train/loss_nats": loss,
-                "time/elapsed_s": time.perf_counter() - t0,
+                "code/bits": bits - last_bits, "code/cum_ideal_bits": cursor.ideal_bits, "code/cum_bits": bits,
+                "code/cum_bits_per_byte": bits / max(cursor.bytes_seen, 1), "train/loss_nats": loss,
+                "time/elapsed_s": cursor.elapsed_s,
             })
             last_bits = bits
-    return cum_ideal, time.perf_counter() - t0
+        if (s + 1) % every == 0 and s + 1 < layout.steps:
+            at_boundary(carry, cursor)
+    return carry
 
 
 @dataclasses.dataclass
@@ -252,10 +370,15 @@ class EncodeResult:
 
 
 def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
-           on_step: Callable[[dict[str, Any]], None] | None = None) -> EncodeResult:
-    """Codes ``data`` prequentially; returns the payload and the container header."""
+           on_step: Callable[[dict[str, Any]], None] | None = None, checkpoints=None) -> EncodeResult:
+    """Codes ``data`` prequentially; returns the payload and the container header.
+
+    With ``checkpoints`` (a :class:`mdlbench.checkpoint.Checkpoints`), resumes from the latest
+    checkpoint if there is one and saves new ones at segment boundaries every
+    ``code.checkpoint_s`` seconds."""
     import jax
 
+    from mdlbench.checkpoint import Cursor
     from mdlbench.coding import env, program
 
     layout = Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
@@ -263,10 +386,28 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
     prog = Program(cfg, layout, host)
     fingerprint = env.fingerprint(jax.default_backend())
     canary = prog.canary()
-    host.start_encode(data)
-    ideal_bits, seconds = _loop(prog, on_step, host.enc.num_bits)
-    payload = host.enc.finish()
-    cfg_dict = config_lib.to_dict(cfg)
+    carry, cursor, sealed = prog.initial(), Cursor(), b""
+    restored = checkpoints.restore(carry) if checkpoints is not None else None
+    if restored is not None:
+        carry, cursor, sealed = restored
+        carry = prog.normalize(carry)
+    host.start_encode(data, sealed, cursor.segments)
+    last_save = time.monotonic()
+
+    def at_boundary(carry, cursor):
+        nonlocal last_save
+        host.seal()
+        cursor.segments = list(host.segments)
+        if checkpoints is not None and cfg.code.checkpoint_s >= 0 and \
+                time.monotonic() - last_save >= cfg.code.checkpoint_s:
+            checkpoints.save(carry, cursor, bytes(host.sealed))
+            last_save = time.monotonic()
+
+    _loop(prog, carry, cursor, on_step, host.bits, at_boundary)
+    host.seal()
+    payload = bytes(host.sealed)
+    ideal_bits, seconds = cursor.ideal_bits, cursor.elapsed_s
+    cfg_dict = config_lib.program_dict(cfg)
     header = {
         "format": "mdlbench.prequential",
         "config": cfg_dict,
@@ -274,9 +415,9 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
         "program": {"source_sha256": program.source_sha256(), "bits": program.program_bits(cfg_dict)},
         "env": fingerprint,
         "canary_sha256": canary,
-        "data": {**data_info, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        "data": {**data_info, "bytes": len(data), "sha256": container.sha256_hex(data)},
         "layout": {"streams": layout.batch, "seq_len": layout.seq_len, "stream_len": layout.stream_len,
-                   "steps": layout.steps},
+                   "steps": layout.steps, "segments": list(host.segments)},
         "coder": range_coder.NAME,
         "ideal_bits": ideal_bits,
     }
@@ -284,9 +425,13 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
 
 
 def decode(header: dict[str, Any], payload: bytes,
-           on_step: Callable[[dict[str, Any]], None] | None = None) -> tuple[bytes, float]:
+           on_step: Callable[[dict[str, Any]], None] | None = None, out=None) -> tuple[bytes | None, float]:
     """Replays the training and decodes; returns (data, seconds). The caller must have pinned
-    the environment (``mdlbench.coding.env.pin``) before JAX was imported."""
+    the environment (``mdlbench.coding.env.pin``) before JAX was imported.
+
+    With ``out`` (a writable uint8 array of ``header['data']['bytes']`` entries, e.g. a memmap
+    of the output file) the data is written there position by position and ``None`` is
+    returned in its place: decoding then needs no memory proportional to the data."""
     import jax
 
     from mdlbench.coding import env, program
@@ -305,11 +450,14 @@ def decode(header: dict[str, Any], payload: bytes,
         raise EnvironmentMismatch(
             "canary mismatch: one coding + training step on a fixed batch gives different bits here "
             "than on the encoder's machine, so decoding would fail; use the recorded environment")
-    host.start_decode(payload)
-    _, seconds = _loop(prog, on_step, lambda: 0)
-    data = layout.from_streams(host.out_BxN)
-    got = hashlib.sha256(data).hexdigest()
+    from mdlbench.checkpoint import Cursor
+
+    buf = np.zeros(layout.n, np.uint8) if out is None else out
+    host.start_decode(payload, [int(n) for n in header["layout"]["segments"]], buf)
+    cursor = Cursor()
+    _loop(prog, prog.initial(), cursor, on_step, lambda: 0, lambda carry, cursor: host.next_segment())
+    got = container.sha256_hex(buf)
     if got != header["data"]["sha256"]:
         raise DecodeError(f"decoded data sha256 {got[:16]}... differs from the recorded "
                           f"{header['data']['sha256'][:16]}...; nothing was written")
-    return data, seconds
+    return (buf.tobytes() if out is None else None), cursor.elapsed_s

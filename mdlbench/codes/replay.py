@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +33,10 @@ def find_container(target: str | Path) -> Path:
     return p
 
 
+# Outputs at least this large are decoded into a memory-mapped file instead of memory.
+STREAM_BYTES = int(os.environ.get("MDLBENCH_STREAM_BYTES", 1 << 28))
+
+
 def decode_file(path: str | Path, out: str | Path | None) -> dict:
     """Decodes a container in this process (which must not have imported JAX yet)."""
     t0 = time.perf_counter()
@@ -43,21 +49,46 @@ def decode_file(path: str | Path, out: str | Path | None) -> dict:
     env.pin(header["env"])
     from mdlbench.codes import prequential
 
+    import numpy as np
+
+    n = int(header["data"]["bytes"])
+    if out is not None:
+        out = Path(out)
+        if out.is_dir():
+            raise ContainerError(f"output {out} is a directory")
+        if not out.parent.is_dir():
+            raise ContainerError(f"output directory {out.parent} does not exist")
+    # Large outputs are decoded straight into a memory-mapped temporary file beside the output
+    # (or in the temp dir when only verifying), renamed into place only after the sha256 check.
+    stream = n >= STREAM_BYTES
+    tmp = None
     try:
-        data, seconds = prequential.decode(header, payload)
+        if stream:
+            tmp = Path(tempfile.mkstemp(dir=out.parent if out is not None else None,
+                                        prefix=f".{out.name if out is not None else 'verify'}.", suffix=".tmp")[1])
+            with open(tmp, "r+b") as f:
+                f.truncate(n)
+            buf = np.memmap(tmp, np.uint8, mode="r+", shape=(n,)) if n else np.zeros(0, np.uint8)
+            _, seconds = prequential.decode(header, payload, out=buf)
+            if n:
+                buf.flush()
+            del buf
+            if out is not None:
+                os.replace(tmp, out)
+                tmp = None
+        else:
+            data, seconds = prequential.decode(header, payload)
+            if out is not None:
+                container.atomic_write(out, data)
     except MdlbenchError:
         raise
     except Exception as e:  # e.g. the coder failing inside the compiled program on a forged payload
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise DecodeError(f"{path}: decoding failed ({type(e).__name__}: {first[:200]}); nothing was written") from None
-    if out is not None:
-        out = Path(out)
-        if out.is_dir():
-            raise ContainerError(f"output {out} is a directory")
-        container.atomic_write(out, data)
-    import hashlib
-
-    return {"ok": True, "decoded_sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return {"ok": True, "decoded_sha256": header["data"]["sha256"], "bytes": n,
             "decode_s": seconds, "decode_total_s": time.perf_counter() - t0, "output": str(out) if out else None}
 
 

@@ -38,6 +38,16 @@ def _crc(b: bytes) -> int:
     return zlib.crc32(b) & 0xFFFFFFFF
 
 
+def sha256_hex(buf, chunk: int = 1 << 24) -> str:
+    """sha256 of bytes or a uint8 array (e.g. a memmap), 16 MiB at a time, so that hashing a
+    memory-mapped file never needs a copy of it."""
+    h = hashlib.sha256()
+    for i in range(0, len(buf), chunk):
+        piece = buf[i:i + chunk]
+        h.update(piece if isinstance(piece, (bytes, bytearray)) else memoryview(piece))
+    return h.hexdigest()
+
+
 def encode(header: dict[str, Any], payload: bytes, chunk_bytes: int = 65536) -> bytes:
     """Serialises a header and payload into container bytes."""
     h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()

@@ -79,6 +79,20 @@ def fingerprint(backend: str = "cpu") -> dict[str, Any]:
     return fp
 
 
+GPU_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
+
+
+def deterministic_gpu() -> None:
+    """On a machine with an NVIDIA GPU, asks XLA for deterministic GPU kernels (fixed
+    reduction order, no atomics) before JAX starts; the flag is then recorded with the other
+    XLA flags and the decoder sets it too. No effect on CPU-only machines."""
+    if "jax" in sys.modules or not os.path.exists("/dev/nvidiactl"):
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + GPU_DETERMINISTIC).strip()
+
+
 def pin(recorded: dict[str, Any]) -> None:
     """Reproduces the recorded thread count and XLA flags; must run before JAX is imported."""
     want = int(recorded["threads"])

@@ -30,7 +30,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 DECODER_FILES = (
-    "__init__.py", "cli.py", "config.py", "errors.py",
+    "__init__.py", "checkpoint.py", "cli.py", "config.py", "errors.py",
     "coding/__init__.py", "coding/container.py", "coding/env.py", "coding/program.py", "coding/range_coder.py",
     "codes/__init__.py", "codes/prequential.py", "codes/replay.py",
     "models/__init__.py", "models/lstm.py", "models/transformer.py", "models/uniform.py",

@@ -11,6 +11,7 @@ Numpy only, never JAX: the decoder imports this module before JAX starts.
 from __future__ import annotations
 
 import hashlib
+import os
 import math
 import platform
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mdlbench.coding.container import sha256_hex
 from mdlbench.config import DataConfig, SyntheticConfig
 from mdlbench.data import registry, stdlib, synthetic
 from mdlbench.data.registry import REGISTRY, Entry
@@ -33,7 +35,7 @@ class Dataset:
 
     Attributes:
       name: the registry name (``data.name``).
-      data: the bytes to code (after ``max_bytes``).
+      data: the bytes to code (after ``max_bytes``); a read-only uint8 memmap for large files.
       sha256: hex sha256 of ``data``.
       path: the file read ('' for generated data).
       entropy_rate_bits: exact entropy rate in bits per byte for synthetic sources, else None.
@@ -41,7 +43,7 @@ class Dataset:
     """
 
     name: str
-    data: bytes
+    data: bytes | np.ndarray
     sha256: str
     path: str
     entropy_rate_bits: float | None
@@ -53,10 +55,19 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def _read(path: Path, name: str) -> bytes:
+# Files at least this large are memory-mapped, not read: the coder reads one window per step,
+# so a file larger than memory is streamed from disk.
+STREAM_BYTES = int(os.environ.get("MDLBENCH_STREAM_BYTES", 1 << 28))
+
+
+def _read(path: Path, name: str):
+    """The file's bytes, or a read-only uint8 memmap of it when it is large."""
     if path.is_dir():
         raise DataError(f"data set {name!r}: {path} is a directory, not a file")
     try:
+        size = path.stat().st_size
+        if size >= STREAM_BYTES:
+            return np.memmap(path, np.uint8, mode="r", shape=(size,))
         return path.read_bytes()
     except FileNotFoundError as e:
         raise DataError(f"data set {name!r}: no file at {path}") from e
@@ -170,12 +181,12 @@ def load(cfg: DataConfig) -> Dataset:
         data, path, info = _load_path(cfg)
     else:
         data, path, info = _load_file(entry, cfg)
-    if not data:
+    if not len(data):
         raise DataError(f"data set {cfg.name!r}{f' at {path}' if path else ''} is empty")
     info["bytes_total"] = len(data)
     if cfg.max_bytes and cfg.max_bytes < len(data):
-        info["sha256_total"] = hashlib.sha256(data).hexdigest()
+        info["sha256_total"] = sha256_hex(data)
         data = data[: cfg.max_bytes]
     info["max_bytes"] = cfg.max_bytes
-    return Dataset(name=cfg.name, data=data, sha256=hashlib.sha256(data).hexdigest(), path=path,
+    return Dataset(name=cfg.name, data=data, sha256=sha256_hex(data), path=path,
                    entropy_rate_bits=rate, info=info)

@@ -216,6 +216,9 @@ _SYNTHETIC: dict[str, tuple[str, dict[str, Any]]] = {
                 {"kind": "markov", "alphabet_size": 8, "order": 1}),
     "markov2": ("second-order Markov chain over 'a'..'h' with Dirichlet(0.5) transition rows",
                 {"kind": "markov", "alphabet_size": 8, "order": 2}),
+    "markov2_a4": ("second-order Markov chain over 'a'..'d' with Dirichlet(0.5) transition rows (16 contexts: "
+                   "small models reach its entropy rate within a few hundred thousand bytes)",
+                   {"kind": "markov", "alphabet_size": 4, "order": 2, "length": 262144}),
     "hmm4": ("unifilar hidden-Markov source: 4 hidden states, each emitting from its own 4 of the 16 "
              "symbols 'a'..'p' (Dirichlet(0.5) transitions and emissions)",
              {"kind": "hmm", "alphabet_size": 16, "n_states": 4}),

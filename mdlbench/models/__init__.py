@@ -21,7 +21,10 @@ def build(cfg: ModelConfig, seq_len: int):
     if cfg.family == "transformer":
         from mdlbench.models.transformer import Transformer
 
-        return Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff or 4 * cfg.d_model, seq_len)
+        if cfg.positions not in ("learned", "rope"):
+            raise ConfigError(f"model.positions must be 'learned' or 'rope', got {cfg.positions!r}")
+        return Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff or 4 * cfg.d_model, seq_len,
+                           rope=cfg.positions == "rope")
     if cfg.family == "lstm":
         from mdlbench.models.lstm import LSTM
 

@@ -18,12 +18,24 @@ import jax.numpy as jnp
 BOS = 256  # input-only token that starts the very first window
 
 
+def rotate(x_BxTxHxDh, pos_T):
+    """Rotary position encoding: rotates feature pairs of q or k by position-dependent angles,
+    so that q·k depends on the positions only through their offset."""
+    half = x_BxTxHxDh.shape[-1] // 2
+    freq_F = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    ang_TxF = pos_T.astype(jnp.float32)[:, None] * freq_F[None, :]
+    cos, sin = jnp.cos(ang_TxF)[:, None, :], jnp.sin(ang_TxF)[:, None, :]  # Tx1xF, broadcast over heads
+    x1, x2 = x_BxTxHxDh[..., :half], x_BxTxHxDh[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm block: causal self-attention then a GELU MLP."""
 
     d_model: int
     n_heads: int
     d_ff: int
+    rope: bool = False
 
     def setup(self):
         init = nn.initializers.normal(0.02)
@@ -47,6 +59,9 @@ class Block(nn.Module):
     def __call__(self, x_BxTxD):
         b, t, d = x_BxTxD.shape
         q, k, v = self._split(self.ln1(x_BxTxD))  # BxTxHxDh
+        if self.rope:
+            pos_T = jnp.arange(t)
+            q, k = rotate(q, pos_T), rotate(k, pos_T)
         scale = (d // self.n_heads) ** -0.5
         att_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
         causal_TxT = jnp.tril(jnp.ones((t, t), bool))
@@ -58,6 +73,9 @@ class Block(nn.Module):
     def decode(self, x_BxD, cache: dict[str, jax.Array], pos):
         b, d = x_BxD.shape
         q, k, v = self._split(self.ln1(x_BxD))  # BxHxDh
+        if self.rope:
+            pos_1 = jnp.reshape(pos, (1,))
+            q, k = rotate(q[:, None], pos_1)[:, 0], rotate(k[:, None], pos_1)[:, 0]
         k_BxTxHxDh = jax.lax.dynamic_update_slice_in_dim(cache["k"], k[:, None], pos, axis=1)
         v_BxTxHxDh = jax.lax.dynamic_update_slice_in_dim(cache["v"], v[:, None], pos, axis=1)
         scale = (d // self.n_heads) ** -0.5
@@ -70,7 +88,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Byte-level causal Transformer with learned absolute positions (window of ``max_len``).
+    """Byte-level causal Transformer over windows of ``max_len`` bytes, with learned absolute
+    positions or (``rope=True``) rotary relative positions.
 
     The coding state carried across windows is only the previous byte (the first input of
     the next window); attention context restarts every window.
@@ -81,26 +100,33 @@ class Transformer(nn.Module):
     n_heads: int
     d_ff: int
     max_len: int
+    rope: bool = False
     vocab: int = 256
 
     def setup(self):
         init = nn.initializers.normal(0.02)
         self.embed = nn.Embed(self.vocab + 1, self.d_model, embedding_init=init)
-        self.pos = self.param("pos", init, (self.max_len, self.d_model))
-        self.blocks = [Block(self.d_model, self.n_heads, self.d_ff) for _ in range(self.n_layers)]
+        # Rotary models carry no absolute position table: positions enter only through q and k.
+        if not self.rope:
+            self.pos = self.param("pos", init, (self.max_len, self.d_model))
+        self.blocks = [Block(self.d_model, self.n_heads, self.d_ff, self.rope) for _ in range(self.n_layers)]
         self.ln_f = nn.LayerNorm()
         self.head = nn.Dense(self.vocab, kernel_init=init)
 
     def __call__(self, inputs_BxT, state: Any = None):
         """Full causal forward; ``inputs_BxT[:, 0]`` is the previous window's last byte (or BOS)."""
-        x = self.embed(inputs_BxT) + self.pos[: inputs_BxT.shape[1]]
+        x = self.embed(inputs_BxT)
+        if not self.rope:
+            x = x + self.pos[: inputs_BxT.shape[1]]
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln_f(x))
 
     def decode(self, input_B, cache: Any, pos):
         """One position of the window with a KV cache; returns logits_BxV and the new cache."""
-        x = self.embed(input_B) + self.pos[pos]
+        x = self.embed(input_B)
+        if not self.rope:
+            x = x + self.pos[pos]
         new = []
         for blk, c in zip(self.blocks, cache):
             x, c = blk.decode(x, c, pos)
