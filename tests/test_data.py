@@ -497,3 +497,15 @@ def test_data_layer_never_imports_jax():
             "data.load(DataConfig()); data.load(DataConfig(name='hmm4')); "
             "assert 'jax' not in sys.modules, 'jax imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_knowledge_base_is_a_data_set_like_any_other():
+    from mdlbench.data import knowledge
+
+    a = data_lib.load(DataConfig(name="knowledge_base"))
+    b = data_lib.load(DataConfig(name="knowledge_base"))
+    assert a.data == b.data and a.sha256 == b.sha256  # deterministic from the registry's seed
+    kb = knowledge.generate(knowledge.KnowledgeConfig(**REGISTRY["knowledge_base"].synthetic))
+    per_entity = sum(math.log2(len(knowledge.ATTRIBUTES[name].choices)) for name in kb.config.attributes)
+    assert a.info["information_bits"] == pytest.approx(kb.n_entities * per_entity)
+    assert a.data.count(b"\n") == kb.n_facts * kb.config.templates

@@ -373,7 +373,8 @@ def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Pat
                         label=f"{name} (mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}, bars: min-max)")
             fit = _find_fit(fits, name, column)
             if fit is not None:
-                lo, hi = s["model.n_params"].min() / 2, s["model.n_params"].max() * 4
+                # From the smallest measured size (a steep fit explodes below it) to 4x the largest.
+                lo, hi = s["model.n_params"].min(), s["model.n_params"].max() * 4
                 grid = np.geomspace(lo, hi, 200)
                 ax.plot(grid, fits_lib.power_law(grid, fit["E"], fit["A"], fit["alpha"]), "-", color=color, lw=1.2,
                         label=f"fit: {fit['E']:.3f} + {fit['A']:.3g}·N^-{fit['alpha']:.3f}")

@@ -177,6 +177,13 @@ def load(cfg: DataConfig) -> Dataset:
         path = ""
     elif entry.kind == registry.STDLIB:
         data, path, info = _load_stdlib(entry, cfg)
+    elif entry.kind == registry.KNOWLEDGE:
+        from mdlbench.data import knowledge
+
+        kb = knowledge.generate(knowledge.KnowledgeConfig(**entry.synthetic))
+        data, path = kb.text(), ""
+        info = {"description": entry.description, "knowledge": dict(entry.synthetic),
+                "information_bits": kb.information_bits, "n_facts": kb.n_facts}
     elif entry.kind == registry.PATH:
         data, path, info = _load_path(cfg)
     else:

@@ -33,6 +33,7 @@ CACHE_DIR = "~/.cache/mdlbench/data"
 FILE = "file"  # a file under a data root, checked against size and checksum
 PATH = "path"  # ``data.path`` read as it is (the name ``file``)
 STDLIB = "stdlib"  # generated from this Python's own standard library (``pystdlib``)
+KNOWLEDGE = "knowledge"  # a synthetic knowledge base rendered as text (``mdlbench.data.knowledge``)
 SYNTHETIC = "synthetic"  # a source of exactly known entropy rate (``mdlbench.data.synthetic``)
 
 
@@ -237,6 +238,12 @@ REGISTRY["enwik8"] = Entry(
     url="http://mattmahoney.net/dc/enwik8.zip", archive="zip", member="enwik8",
     bounds={"note": "Large Text Compression Benchmark, bits per byte: cmix v21 1.170, nncp v3.2 1.193, "
             "PPMd J 1.711, xz 1.989, bzip2 2.321, gzip -9 2.916"})
+REGISTRY["knowledge_base"] = Entry(
+    name="knowledge_base", kind=KNOWLEDGE,
+    description="synthetic knowledge base: 1000 people x 4 attributes (birth year, city, employer, university), "
+    "uniform values, 2 templates each, one statement per line; the values carry exactly "
+    "sum log2 |choices| bits (data info: information_bits)",
+    synthetic={"n_entities": 1000, "templates": 2, "seed": 0})
 REGISTRY["pystdlib"] = Entry(
     name="pystdlib", kind=STDLIB,
     description="262,144 bytes of this Python's own standard library source: 20 long-stable pure-Python "
