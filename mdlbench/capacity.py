@@ -51,7 +51,7 @@ import optax
 
 from mdlbench import models
 from mdlbench.coding.container import atomic_write
-from mdlbench.config import ConfigError, ModelConfig, _build, check_ranges
+from mdlbench.config import ConfigError, ModelConfig, _build, check_ranges, coerce_section
 from mdlbench.data import knowledge
 from mdlbench.data.knowledge import KnowledgeBase, KnowledgeConfig
 from mdlbench.errors import MdlbenchError
@@ -144,15 +144,7 @@ def from_dict(d: dict[str, Any]) -> CapacityConfig:
 
 def coerce_config(cfg: Any) -> CapacityConfig:
     """Accepts a CapacityConfig, its plain dict, or a Config / mapping with a ``capacity`` section."""
-    if isinstance(cfg, CapacityConfig):
-        validate(cfg)
-        return cfg
-    if isinstance(cfg, dict):
-        return from_dict(cfg["capacity"] if "capacity" in cfg else cfg)
-    section = getattr(cfg, "capacity", None)
-    if section is None:
-        raise ConfigError("capacity.run needs a CapacityConfig or a config with a 'capacity' section")
-    return coerce_config(section)
+    return coerce_section(cfg, CapacityConfig, "capacity", validate, "capacity.run")
 
 
 def validate(cfg: CapacityConfig) -> None:

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from mdlbench.errors import MdlbenchError
+from mdlbench.errors import MdlbenchError, one_line
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -30,11 +30,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def _fail(msg: str) -> int:
-    print(f"mdlbench: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     run = getattr(module, f"{name}_command", None) or module.command
     add(parser)
     args = parser.parse_intermixed_args(argv[1:])
-    try:
-        return int(run(args) or 0)
-    except MdlbenchError as e:
-        return _fail(str(e))
-    except KeyboardInterrupt:
-        return _fail("interrupted")
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
-        return _fail(f"{e.strerror or e}: {e.filename}")
+    return one_line("mdlbench", lambda: run(args))
 
 
 def train_main() -> None:

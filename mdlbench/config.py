@@ -246,6 +246,23 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def coerce_section(cfg: Any, cls: type, key: str, validate_fn, who: str) -> Any:
+    """A validated ``cls`` from a ``cls``, its plain dict, or any dict/object with a ``key``
+    section (a whole Config, a composed mapping): the one way the experiment families
+    (``supervised``, ``bits_back``, ``capacity``) take their configuration."""
+    if isinstance(cfg, cls):
+        validate_fn(cfg)
+        return cfg
+    if isinstance(cfg, dict):
+        built = _build(cls, cfg[key] if key in cfg else cfg, key)
+        validate_fn(built)
+        return built
+    section = getattr(cfg, key, None)
+    if section is None:
+        raise ConfigError(f"{who} needs a {cls.__name__} or a mapping with a '{key}' section")
+    return coerce_section(section, cls, key, validate_fn, who)
+
+
 def program_dict(cfg: Config) -> dict[str, Any]:
     """The config as stored in a container: what the decoder needs, nothing about where it ran."""
     d = to_dict(cfg)

@@ -19,3 +19,22 @@ class EnvironmentMismatch(MdlbenchError):
 
 class DecodeError(MdlbenchError):
     """Decoding finished but the output does not match the recorded checksum."""
+
+
+def one_line(prog: str, run) -> int:
+    """Runs ``run()`` (a command returning its exit status) and turns the errors a user can fix
+    into one ``<prog>: error: ...`` line on stderr and exit status 2: no traceback."""
+    import sys
+
+    def fail(msg: str) -> int:
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        return int(run() or 0)
+    except MdlbenchError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return fail("interrupted")
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        return fail(f"{e.strerror or e}: {e.filename}")

@@ -63,21 +63,6 @@ class Layout:
     def padded_len(self) -> int:
         return self.steps * self.seq_len
 
-    def valid_BxN(self) -> np.ndarray:
-        b = np.arange(self.batch)[:, None]
-        i = np.arange(self.padded_len)[None, :]
-        return (i < self.stream_len) & (b * self.stream_len + i < self.n)
-
-    def to_streams(self, data: bytes) -> np.ndarray:
-        flat = np.zeros(self.batch * self.stream_len, np.uint8)
-        flat[: self.n] = np.frombuffer(data, np.uint8)
-        out = np.zeros((self.batch, self.padded_len), np.uint8)
-        out[:, : self.stream_len] = flat.reshape(self.batch, self.stream_len)
-        return out
-
-    def from_streams(self, streams_BxN: np.ndarray) -> bytes:
-        return streams_BxN[:, : self.stream_len].reshape(-1)[: self.n].astype(np.uint8).tobytes()
-
     # Per-step views: what the coder touches at step s. Nothing proportional to n is built, so
     # data of any size (a memory-mapped file) is streamed window by window.
     def valid_window(self, s: int) -> np.ndarray:
@@ -336,7 +321,7 @@ def _loop(prog: Program, carry, cursor, on_step: Callable[[dict[str, Any]], None
 
     ``at_boundary(carry, cursor)`` runs after every step that ends a bitstream segment (except
     the last step); ``cursor`` then points at the next step. Updates ``cursor`` in place."""
-    layout, T, every = prog.layout, prog.cfg.code.seq_len, prog.cfg.code.segment_steps
+    layout, every = prog.layout, prog.cfg.code.segment_steps
     t0, elapsed0 = time.perf_counter(), cursor.elapsed_s
     last_bits = bits_now()
     for s in range(cursor.step, layout.steps):

@@ -33,10 +33,6 @@ def find_container(target: str | Path) -> Path:
     return p
 
 
-# Outputs at least this large are decoded into a memory-mapped file instead of memory.
-STREAM_BYTES = int(os.environ.get("MDLBENCH_STREAM_BYTES", 1 << 28))
-
-
 def decode_file(path: str | Path, out: str | Path | None) -> dict:
     """Decodes a container in this process (which must not have imported JAX yet)."""
     t0 = time.perf_counter()
@@ -60,7 +56,7 @@ def decode_file(path: str | Path, out: str | Path | None) -> dict:
             raise ContainerError(f"output directory {out.parent} does not exist")
     # Large outputs are decoded straight into a memory-mapped temporary file beside the output
     # (or in the temp dir when only verifying), renamed into place only after the sha256 check.
-    stream = n >= STREAM_BYTES
+    stream = n >= container.STREAM_BYTES
     tmp = None
     try:
         if stream:

@@ -38,6 +38,11 @@ def _crc(b: bytes) -> int:
     return zlib.crc32(b) & 0xFFFFFFFF
 
 
+# Inputs and outputs at least this large are memory-mapped and handled one window at a time
+# (the encoder's data, the decoder's output), so data larger than memory is streamed.
+STREAM_BYTES = int(os.environ.get("MDLBENCH_STREAM_BYTES", 1 << 28))
+
+
 def sha256_hex(buf, chunk: int = 1 << 24) -> str:
     """sha256 of bytes or a uint8 array (e.g. a memmap), 16 MiB at a time, so that hashing a
     memory-mapped file never needs a copy of it."""

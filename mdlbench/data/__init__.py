@@ -11,7 +11,6 @@ Numpy only, never JAX: the decoder imports this module before JAX starts.
 from __future__ import annotations
 
 import hashlib
-import os
 import math
 import platform
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mdlbench.coding.container import sha256_hex
+from mdlbench.coding.container import STREAM_BYTES, sha256_hex
 from mdlbench.config import DataConfig, SyntheticConfig
 from mdlbench.data import registry, stdlib, synthetic
 from mdlbench.data.registry import REGISTRY, Entry
@@ -55,18 +54,13 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-# Files at least this large are memory-mapped, not read: the coder reads one window per step,
-# so a file larger than memory is streamed from disk.
-STREAM_BYTES = int(os.environ.get("MDLBENCH_STREAM_BYTES", 1 << 28))
-
-
 def _read(path: Path, name: str):
     """The file's bytes, or a read-only uint8 memmap of it when it is large."""
     if path.is_dir():
         raise DataError(f"data set {name!r}: {path} is a directory, not a file")
     try:
         size = path.stat().st_size
-        if size >= STREAM_BYTES:
+        if size >= STREAM_BYTES:  # memory-mapped: the coder reads one window per step
             return np.memmap(path, np.uint8, mode="r", shape=(size,))
         return path.read_bytes()
     except FileNotFoundError as e:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from mdlbench.errors import MdlbenchError
+from mdlbench.errors import one_line
 
 PROG = "python -m mdlbench.codes.bits_back"
 
@@ -83,14 +82,4 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return command(args)
-    except MdlbenchError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        print(f"{PROG}: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 2
+    return one_line(PROG, lambda: command(args))

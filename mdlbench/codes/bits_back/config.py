@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdlbench.codes.supervised.config import VariationalConfig
-from mdlbench.config import ConfigError, _build, check_ranges
+from mdlbench.config import ConfigError, _build, check_ranges, coerce_section
 
 CODES = ("bbans", "weights")
 
@@ -144,15 +144,7 @@ def to_dict(cfg: BitsBackConfig) -> dict[str, Any]:
 
 def coerce(cfg: Any) -> BitsBackConfig:
     """Accepts a BitsBackConfig, its plain dict, or any object/dict with a ``bits_back`` entry."""
-    if isinstance(cfg, BitsBackConfig):
-        validate(cfg)
-        return cfg
-    if isinstance(cfg, dict):
-        return from_dict(cfg["bits_back"] if "bits_back" in cfg else cfg)
-    section = getattr(cfg, "bits_back", None)
-    if section is None:
-        raise ConfigError("bits-back codes need a BitsBackConfig or a mapping with a 'bits_back' section")
-    return coerce(section)
+    return coerce_section(cfg, BitsBackConfig, "bits_back", validate, "bits-back codes")
 
 
 def config_hash(cfg: BitsBackConfig) -> str:

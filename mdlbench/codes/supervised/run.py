@@ -38,6 +38,7 @@ from mdlbench.codes.supervised import files, uniform
 from mdlbench.codes.supervised.blockwise import blockwise_pass
 from mdlbench.codes.supervised.channel import EncodeChannel
 from mdlbench.codes.supervised.config import SupervisedConfig, block_ends
+from mdlbench.config import coerce_section
 from mdlbench.codes.supervised.learner import (STREAM_FINAL, STREAM_HOLDOUT, STREAM_VARIATIONAL,
                                                STREAM_VARIATIONAL_HOLDOUT, Learner, count_params, n_steps,
                                                scale_inputs)
@@ -58,15 +59,7 @@ COLUMNS = ["code", "label", "bits", "bits_per_label", "real_bits", "kind", "veri
 
 def coerce_config(cfg: Any) -> SupervisedConfig:
     """Accepts a SupervisedConfig, its plain dict, or any object/dict with a ``supervised`` entry."""
-    if isinstance(cfg, SupervisedConfig):
-        sconfig.validate(cfg)
-        return cfg
-    if isinstance(cfg, dict):
-        return sconfig.from_dict(cfg["supervised"] if "supervised" in cfg else cfg)
-    section = getattr(cfg, "supervised", None)
-    if section is None:
-        raise sconfig.ConfigError("run_codes needs a SupervisedConfig or a mapping with a 'supervised' section")
-    return coerce_config(section)
+    return coerce_section(cfg, SupervisedConfig, "supervised", sconfig.validate, "run_codes")
 
 
 def _log(msg: str) -> None:
