@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("mdlbench.analysis.collect", "gather a sweep's runs into one table (CSV + Parquet)"),
     "plot": ("mdlbench.analysis.plots", "scaling-law and prequential figures from a collected table"),
     "estimate": ("mdlbench.analysis.estimates", "Rae-style compression estimate from a loss curve or a run"),
+    "bench": ("mdlbench.bench", "neural coder vs classic compressors on one data set: P1-P4 into results/tables/bench.csv"),
     "baselines": ("mdlbench.baselines", "classic compressors (gzip, bzip2, xz, zstd, brotli, PPMd) on the same bytes"),
 }
 

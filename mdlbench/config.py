@@ -35,6 +35,9 @@ class ModelConfig:
       positions: Transformer position encoding: ``learned`` (absolute, one vector per window
         position) or ``rope`` (rotary: attention sees relative offsets, which lets small models
         learn "the byte k positions back" dependencies far sooner).
+      ngram_orders: byte n-gram count experts mixed into the model's logits (e.g. [1, 2, 3, 4]);
+        empty for none. See :mod:`mdlbench.models.ngram`.
+      ngram_log2_rows: rows per n-gram table (2**this); orders with more contexts are hashed.
     """
 
     name: str = "tiny"
@@ -44,6 +47,8 @@ class ModelConfig:
     n_heads: int = 2
     d_ff: int = 0
     positions: str = "learned"
+    ngram_orders: list[int] = field(default_factory=list)
+    ngram_log2_rows: int = 16
 
 
 @dataclass

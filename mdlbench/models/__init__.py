@@ -17,7 +17,21 @@ FAMILIES = ("transformer", "lstm", "uniform")
 
 
 def build(cfg: ModelConfig, seq_len: int):
-    """Builds the flax module named by ``cfg.family`` for windows of ``seq_len`` bytes."""
+    """Builds the flax module named by ``cfg.family`` for windows of ``seq_len`` bytes, wrapped
+    in n-gram count experts when ``cfg.ngram_orders`` names any."""
+    base = _build_base(cfg, seq_len)
+    if not cfg.ngram_orders:
+        return base
+    from mdlbench.models.ngram import NGramMix
+
+    if any(k < 1 or k > 8 for k in cfg.ngram_orders) or len(set(cfg.ngram_orders)) != len(cfg.ngram_orders):
+        raise ConfigError(f"model.ngram_orders must be distinct orders in 1..8, got {cfg.ngram_orders}")
+    if not 8 <= cfg.ngram_log2_rows <= 24:
+        raise ConfigError(f"model.ngram_log2_rows must be in 8..24, got {cfg.ngram_log2_rows}")
+    return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len)
+
+
+def _build_base(cfg: ModelConfig, seq_len: int):
     if cfg.family == "transformer":
         from mdlbench.models.transformer import Transformer
 

@@ -1,0 +1,91 @@
+"""The n-gram count experts (exact replay, real gain) and the ``mdlbench bench`` harness."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, shared_data, small_config
+
+
+def _text(n: int) -> bytes:
+    return shared_data("canterbury/alice29.txt").read_bytes()[:n]
+
+
+def test_ngram_mix_replays_bit_exactly_and_beats_the_bare_model():
+    """Counts are carried state rebuilt by the decoder: the container decodes to the input,
+    and on text the mixture codes far shorter than the same LSTM alone."""
+    from mdlbench.codes import prequential
+
+    data = _text(12000)
+    cfg = small_config("lstm", batch_size=4, seq_len=16)
+    bare = prequential.encode(cfg, data, {"name": "alice", "path": ""})
+    cfg_ng = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ngram_orders=[1, 2, 3, 5],
+                                                                ngram_log2_rows=12))
+    mixed = prequential.encode(cfg_ng, data, {"name": "alice", "path": ""})
+    out, _ = prequential.decode(mixed.header, mixed.payload)
+    assert out == data
+    assert mixed.n_params == bare.n_params + 4 * 8 + 4  # the mixing gate: 2K evidence features -> K weights
+    assert len(mixed.payload) < 0.85 * len(bare.payload)
+    assert 8 * len(mixed.payload) <= 1.001 * mixed.ideal_bits + 64
+
+
+def test_ngram_tables_count_every_coded_byte_but_the_windows_last():
+    """After coding, order-1 counts hold each (previous byte, byte) pair whose target the coder
+    fed back as an input: every byte but each stream's last, the first with context 0 (BOS)."""
+    import jax
+
+    from mdlbench.codes import prequential
+
+    data = _text(4 * 16 * 3)  # 4 streams x 3 windows of 16, no padding
+    cfg = small_config("lstm", batch_size=4, seq_len=16)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ngram_orders=[1], ngram_log2_rows=8))
+    layout = prequential.Layout(len(data), 4, 16)
+    host = prequential.Host(layout)
+    prog = prequential.Program(cfg, layout, host)
+    host.start_encode(data)
+    carry = prog.initial()
+    for s in range(layout.steps):
+        carry, _, _ = prog.step(carry, s, layout.valid_window(s))
+    table = np.asarray(jax.tree_util.tree_leaves(carry[2][1])[0])
+    expect = np.zeros((256, 256))
+    for b in range(4):
+        stream = data[b * 48:(b + 1) * 48]
+        for i in range(47):  # target stream[i] after stream[i-1]; the last byte is still pending
+            expect[stream[i - 1] if i else 0, stream[i]] += 1
+    np.testing.assert_array_equal(table, expect)
+
+
+def test_bench_writes_verified_rows_and_rerun_replaces_them(tmp_path):
+    shared_data("canterbury/alice29.txt")
+    args = ["bench", "data=alice29", "data.max_bytes=3000", "model.d_model=32", "model.ngram_log2_rows=10",
+            "code.batch_size=4", "code.seq_len=16", "threads=1", "--table", str(tmp_path / "bench.csv")]
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert len(rows) == 7  # the neural coder + six classic compressors
+    neural = [x for x in rows if x["method"].startswith("prequential")]
+    assert len(neural) == 1
+    (n,) = neural
+    assert n["verified"] == "True" and int(n["bytes"]) == 3000
+    assert float(n["coded_over_ideal"]) < 1.01
+    assert float(n["encode_over_train"]) > 0 and float(n["decode_over_encode"]) > 0
+    assert int(n["n_params"]) > 0
+    summary = json.loads(next(tmp_path.glob("results/runs/bench/alice29/*/seed0/summary.json")).read_text())
+    assert float(n["bits_per_byte"]) == pytest.approx(summary["code"]["bits_per_byte"], rel=1e-5)
+    assert all(x["verified"] == "True" for x in rows)
+    # A re-run finds the finished run and replaces its rows instead of appending.
+    r = run_cli(*args, "--no-baselines", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "already done" in r.stdout
+    assert len(list(csv.DictReader(open(tmp_path / "bench.csv")))) == 7
+
+
+def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
+    r = run_cli("bench", "code.verify=false", cwd=tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.strip().count("\n") == 0 and "verified" in r.stderr
