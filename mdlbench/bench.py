@@ -8,7 +8,7 @@ same machine and the same bytes:
 2. times *plain training*: the same optimiser updates on the same windows, without coding;
 3. runs the six classic compressors (each verified by a round trip);
 
-and upserts one row per method into ``results/tables/bench.csv`` (key: method, device, data):
+and upserts one row per method into ``results/tables/bench.csv`` (key: method, device, data, bytes):
 
 * P1 ``bits_per_byte``: actual bitstream bits / bytes (the program's bits are in
   ``total_bits_per_byte``);
@@ -38,7 +38,7 @@ COLUMNS = ["method", "device", "data", "bytes", "n_params", "bits", "bits_per_by
            "ideal_bits_per_byte", "coded_over_ideal", "encode_s", "decode_s", "train_only_s",
            "encode_over_train", "decode_over_encode", "encode_bytes_per_s", "decode_bytes_per_s",
            "verified", "budget_s", "within_budget", "config"]
-KEY = ("method", "device", "data")
+KEY = ("method", "device", "data", "bytes")
 
 
 def compose(overrides: list[str]) -> Config:
@@ -98,7 +98,7 @@ def _fmt(v: Any) -> str:
 
 
 def upsert(table: Path, rows: list[dict[str, Any]]) -> None:
-    """Replaces the rows with the same (method, device, data) and writes the table atomically."""
+    """Replaces the rows with the same (method, device, data, bytes) and writes the table atomically."""
     old: list[dict[str, str]] = []
     if table.exists():
         with open(table, newline="") as f:
