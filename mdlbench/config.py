@@ -314,6 +314,11 @@ def validate(cfg: Config) -> None:
                                 "data.max_bytes": cfg.data.max_bytes, "optim.warmup_steps": cfg.optim.warmup_steps})
     if cfg.model.family == "transformer" and cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"model.d_model ({cfg.model.d_model}) must be divisible by model.n_heads ({cfg.model.n_heads})")
+    orders = cfg.model.ngram_orders
+    if any(not 1 <= k <= 8 for k in orders) or len(set(orders)) != len(orders):
+        raise ConfigError(f"model.ngram_orders must be distinct orders in 1..8, got {orders}")
+    if orders and not 8 <= cfg.model.ngram_log2_rows <= 24:
+        raise ConfigError(f"model.ngram_log2_rows must be in 8..24, got {cfg.model.ngram_log2_rows}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")

@@ -89,3 +89,13 @@ def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
     r = run_cli("bench", "code.verify=false", cwd=tmp_path)
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "verified" in r.stderr
+
+
+@pytest.mark.parametrize("override,needle", [("model.ngram_orders=[0,2]", "ngram_orders"),
+                                             ("model.ngram_orders=[2,2]", "ngram_orders"),
+                                             ("model.ngram_log2_rows=30", "ngram_log2_rows")])
+def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, needle):
+    r = run_cli("bench", override, cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and needle in r.stderr
+    assert not (tmp_path / "results").exists()

@@ -22,12 +22,8 @@ def build(cfg: ModelConfig, seq_len: int):
     base = _build_base(cfg, seq_len)
     if not cfg.ngram_orders:
         return base
-    from mdlbench.models.ngram import NGramMix
+    from mdlbench.models.ngram import NGramMix  # orders and rows are range-checked by config.validate
 
-    if any(k < 1 or k > 8 for k in cfg.ngram_orders) or len(set(cfg.ngram_orders)) != len(cfg.ngram_orders):
-        raise ConfigError(f"model.ngram_orders must be distinct orders in 1..8, got {cfg.ngram_orders}")
-    if not 8 <= cfg.ngram_log2_rows <= 24:
-        raise ConfigError(f"model.ngram_log2_rows must be in 8..24, got {cfg.ngram_log2_rows}")
     return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len)
 
 
