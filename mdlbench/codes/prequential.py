@@ -94,6 +94,7 @@ class Host:
         self.layout = layout
         self.mode = "idle"
         self._step = -1
+        self.error: str | None = None  # set by a failed decode; raised by the loop, not in the callback
 
     def _at(self, step: int) -> None:
         """Loads step ``step``'s validity mask (and, encoding, its data window) once per step."""
@@ -155,7 +156,13 @@ class Host:
             return sym_B
         if self.mode == "decode":
             sym_B = np.zeros(b, np.int32)
-            sym_B[valid_B] = self.dec.pop(probs_BxV[valid_B])
+            if self.error is not None:  # already failed: finish the step quietly, the loop raises
+                return sym_B
+            try:
+                sym_B[valid_B] = self.dec.pop(probs_BxV[valid_B])
+            except Exception as e:  # noqa: BLE001 - a corrupt bitstream; raising here would print JAX's traceback
+                self.error = f"the bitstream cannot be decoded at step {step}, position {t}: {e}"
+                return sym_B
             self.out[self.layout.offsets(step, t)[valid_B]] = sym_B[valid_B]
             return sym_B
         raise RuntimeError(f"host callback in mode {self.mode!r}")
@@ -337,6 +344,8 @@ def _loop(prog: Program, carry, cursor, on_step: Callable[[dict[str, Any]], None
     for s in range(cursor.step, layout.steps):
         mask_BxT = layout.valid_window(s)
         carry, ideal, loss = prog.step(carry, s, mask_BxT)
+        if prog.host.error is not None:
+            raise DecodeError(prog.host.error)
         n = int(mask_BxT.sum())
         cursor.step, cursor.bytes_seen, cursor.ideal_bits = s + 1, cursor.bytes_seen + n, cursor.ideal_bits + ideal
         cursor.elapsed_s = elapsed0 + time.perf_counter() - t0
