@@ -15,7 +15,17 @@ and upserts one row per method into ``results/tables/bench.csv`` (key: method, d
 * P2 ``coded_over_ideal``: bitstream bits / sum of -log2 p;
 * P3 ``encode_over_train``: encode wall time / plain-training wall time;
 * P4 ``decode_over_encode``: replay-decode wall time / encode wall time;
-* throughputs in bytes/s and the computed parameter count.
+* throughputs in bytes/s and the computed parameter count;
+* ``config``: the neural row's ``config_sha256``; ``record``: the directory holding its run record.
+
+The run record of the neural coder goes to ``results/bench/<data>/<device>/`` (``--records``):
+``summary.json`` (the run's own summary) and ``train_only.json`` (the plain-training time, keyed by
+the config's sha256; the same layout as the cache in the run directory). Every written file gets
+its provenance sidecar (:mod:`mdlbench.provenance`); the table's sidecar keeps one entry per row
+(command, commit, date of the write that made the row; for the neural row also the recorded config,
+``config_sha256``, ``program_bits`` and ``source_sha256``), so rows upserted by different runs keep
+their own provenance. ``--baselines-only`` runs just the classic compressors on the composed
+config's data (no JAX, about half a minute on dickens).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from mdlbench import config as config_lib
+from mdlbench import provenance
 from mdlbench.coding import container
 from mdlbench.config import Config
 from mdlbench.errors import MdlbenchError
@@ -37,7 +49,7 @@ from mdlbench.errors import MdlbenchError
 COLUMNS = ["method", "device", "data", "bytes", "n_params", "bits", "bits_per_byte", "total_bits_per_byte",
            "ideal_bits_per_byte", "coded_over_ideal", "encode_s", "decode_s", "train_only_s",
            "encode_over_train", "decode_over_encode", "encode_bytes_per_s", "decode_bytes_per_s",
-           "verified", "budget_s", "within_budget", "config"]
+           "verified", "budget_s", "within_budget", "config", "record"]
 KEY = ("method", "device", "data", "bytes")
 
 
@@ -95,13 +107,23 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def upsert(table: Path, rows: list[dict[str, Any]]) -> None:
-    """Replaces the rows with the same (method, device, data, bytes) and writes the table atomically."""
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    """A row's key as written in the table: (method, device, data, bytes)."""
+    return tuple(_fmt(row.get(k)) for k in KEY)
+
+
+def upsert(table: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]] | None = None) -> None:
+    """Replaces the rows with the same (method, device, data, bytes) and writes the table atomically.
+
+    The table's provenance sidecar keeps the entries of the rows that stay and adds ``results``
+    (one :func:`mdlbench.provenance.result` per new row; rows without one get a plain entry naming
+    this command), so every row names the command and commit that made it.
+    """
     old: list[dict[str, str]] = []
     if table.exists():
         with open(table, newline="") as f:
             old = list(csv.DictReader(f))
-    keys = {tuple(_fmt(r[k]) for k in KEY) for r in rows}
+    keys = {row_key(r) for r in rows}
     kept = [r for r in old if tuple(r.get(k, "") for k in KEY) not in keys]
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -112,6 +134,62 @@ def upsert(table: Path, rows: list[dict[str, Any]]) -> None:
         w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
     table.parent.mkdir(parents=True, exist_ok=True)
     container.atomic_write(table, buf.getvalue().encode())
+    new = {tuple(e["key"]): e for e in results or []}
+    entries = provenance.kept_results(table, [tuple(r.get(k, "") for k in KEY) for r in kept])
+    entries += [new.get(row_key(r)) or provenance.result(row_key(r)) for r in rows]
+    provenance.write(table, results=entries, row_key=list(KEY))
+
+
+def device_slug(device: str) -> str:
+    """A directory name for a device label: ``cpu x2 threads`` -> ``cpu-x2-threads``."""
+    return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "device"
+
+
+def train_only_record(cfg: Config, train_s: float, device: str, n_bytes: int) -> dict[str, Any]:
+    """The one layout of ``train_only.json`` (run-directory cache and bench record alike)."""
+    return {"config_sha256": config_lib.config_hash(cfg), "train_only_s": train_s, "device": device,
+            "data": cfg.data.name, "bytes": n_bytes}
+
+
+def _recorded_program(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The run's ``program`` entry (source sha256, bits): from its summary, else its container header."""
+    if isinstance(summary.get("program"), dict):
+        return summary["program"]
+    for path in sorted(run_dir.glob("*.mdl")):
+        try:
+            header, _ = container.read(path)
+        except (MdlbenchError, OSError):  # unreadable: fall back to the summary's bits
+            continue
+        if isinstance(header.get("program"), dict):
+            return header["program"]
+    return {"bits": summary["code"].get("program_bits")}
+
+
+def neural_result(cfg: Config, summary: dict[str, Any], key: tuple[str, ...], record: Path) -> dict[str, Any]:
+    """The provenance entry of the neural row: the config and program as the run recorded them."""
+    prog = _recorded_program(summary, Path(cfg.run_dir))
+    config = dict(summary.get("config") or config_lib.to_dict(cfg))
+    config["run_dir"] = ""  # where it ran is not part of what it coded (config_hash drops it too)
+    return provenance.result(key, kind=provenance.PREQUENTIAL, config=config,
+                             config_sha256=config_lib.config_hash(config_lib.from_dict(config)),
+                             program_bits=summary["code"].get("program_bits", prog.get("bits")),
+                             source_sha256=prog.get("source_sha256"), record=record.as_posix())
+
+
+def write_record(records: Path, cfg: Config, summary: dict[str, Any], train: dict[str, Any] | None,
+                 device: str, result: dict[str, Any]) -> Path:
+    """Writes ``<records>/<data>/<device>/{summary.json,train_only.json}``, each with provenance."""
+    out = records / summary["data"]["name"] / device_slug(device)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [("summary.json", summary)] + ([("train_only.json", train)] if train else [])
+    for name, doc in files:
+        container.atomic_write(out / name, (json.dumps(doc, indent=2) + "\n").encode())
+        provenance.write(out / name, results=[{**result, "key": None}])
+    stale = out / "train_only.json"
+    if not train and stale.exists():  # a timing of another config must not sit beside this summary
+        stale.unlink()
+        provenance.sidecar(stale).unlink(missing_ok=True)
+    return out
 
 
 def neural_row(cfg: Config, summary: dict[str, Any], train_s: float | None, device: str,
@@ -131,7 +209,7 @@ def neural_row(cfg: Config, summary: dict[str, Any], train_s: float | None, devi
         "decode_over_encode": t.get("decode_over_encode"), "encode_bytes_per_s": n / t["encode_s"],
         "decode_bytes_per_s": n / t["decode_s"] if t.get("decode_s") else None,
         "verified": summary["verify"]["ok"], "budget_s": budget_s, "within_budget": t["encode_s"] <= budget_s,
-        "config": cfg.run_dir,
+        "config": config_lib.config_hash(cfg),
     }
 
 
@@ -160,6 +238,10 @@ def add_arguments(p) -> None:
     p.add_argument("--budget-s", type=float, default=3600.0, help="encode wall-time budget for P1 (default 1 h)")
     p.add_argument("--no-baselines", action="store_true", help="skip the classic compressors")
     p.add_argument("--no-train-only", action="store_true", help="skip the plain-training timing (P3)")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="run only the classic compressors on the config's data (no neural coder, no JAX)")
+    p.add_argument("--records", type=Path, default=Path("results/bench"),
+                   help="where the neural run's summary.json and train_only.json go, under <data>/<device>/")
 
 
 def command(args) -> int:
@@ -167,6 +249,8 @@ def command(args) -> int:
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, "experiment=bench_dickens")
     cfg = compose(overrides)
+    if args.baselines_only:
+        return _baselines_only(cfg, args)
     if not cfg.code.verify:
         raise MdlbenchError("the benchmark reports verified code lengths only: drop code.verify=false")
     from mdlbench import data as data_lib
@@ -177,21 +261,27 @@ def command(args) -> int:
     run_dir = Path(cfg.run_dir)
     device = device_label(cfg)
     dataset = data_lib.load(cfg.data)
-    train_s = None
+    train_s, train = None, None
     if not args.no_train_only:
-        cache = run_dir / "train_only.json"  # a re-run reuses the timing of the same config
-        if cache.exists() and json.loads(cache.read_text()).get("config_sha256") == config_lib.config_hash(cfg):
-            train_s = json.loads(cache.read_text())["train_only_s"]
+        cache = run_dir / "train_only.json"  # a re-run reuses the timing of the same config on the same device
+        old = json.loads(cache.read_text()) if cache.exists() else {}
+        if old.get("config_sha256") == config_lib.config_hash(cfg) and old.get("device") == device:
+            train = {**train_only_record(cfg, old["train_only_s"], device, len(dataset.data)), **old}
         else:
             print("timing plain training (same updates, no coding)...", flush=True)
-            train_s = plain_training_s(cfg, dataset.data)
-            container.atomic_write(cache, json.dumps({"config_sha256": config_lib.config_hash(cfg),
-                                                      "train_only_s": train_s, "device": device}).encode())
-    rows = [neural_row(cfg, summary, train_s, device, args.budget_s)]
+            train = train_only_record(cfg, plain_training_s(cfg, dataset.data), device, len(dataset.data))
+            container.atomic_write(cache, (json.dumps(train, indent=2) + "\n").encode())
+        train_s = train["train_only_s"]
+    row = neural_row(cfg, summary, train_s, device, args.budget_s)
+    record = args.records / summary["data"]["name"] / device_slug(device)
+    row["record"] = record.as_posix()
+    result = neural_result(cfg, summary, row_key(row), record)
+    write_record(args.records, cfg, summary, train, device, result)
+    rows = [row]
     if not args.no_baselines:
         print("running the classic compressors...", flush=True)
         rows += classic_rows(dataset.data, summary["data"]["name"], device)
-    upsert(args.table, rows)
+    upsert(args.table, rows, [result])
     width = max(len(r["method"]) for r in rows)
     for r in sorted(rows, key=lambda r: r["bits_per_byte"]):
         extra = ""
@@ -200,5 +290,20 @@ def command(args) -> int:
                      f"P4 {_fmt(r['decode_over_encode'])}  {r['encode_bytes_per_s']:.0f} B/s  "
                      f"{r['n_params']} params  within {args.budget_s:.0f} s: {r['within_budget']}")
         print(f"{r['method']:<{width}}  {r['bits_per_byte']:.4f} bits/byte  verified={r['verified']}{extra}")
+    print(f"wrote {args.table}  (run record: {record})")
+    return 0 if all(r["verified"] for r in rows) else 1
+
+
+def _baselines_only(cfg: Config, args) -> int:
+    """``--baselines-only``: the classic compressors' rows for the config's data, nothing else."""
+    from mdlbench import data as data_lib
+
+    dataset = data_lib.load(cfg.data)
+    print(f"running the classic compressors on {dataset.name} ({len(dataset.data)} bytes)...", flush=True)
+    rows = classic_rows(dataset.data, dataset.name, "cpu")
+    upsert(args.table, rows)
+    width = max(len(r["method"]) for r in rows)
+    for r in sorted(rows, key=lambda r: r["bits_per_byte"]):
+        print(f"{r['method']:<{width}}  {r['bits_per_byte']:.4f} bits/byte  verified={r['verified']}")
     print(f"wrote {args.table}")
     return 0 if all(r["verified"] for r in rows) else 1

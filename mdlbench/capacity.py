@@ -21,11 +21,13 @@ A grid of models (FFN width varied separately from width/depth) times knowledge 
 profile) runs one job per cell, each in ``<out_dir>/runs/<experiment>/<kb>/<model>/seed<k>/``
 (``summary.json``, ``metrics.jsonl``, ``entities.csv``); a finished cell with the same config is
 not redone. Then the table (``<out_dir>/tables/<experiment>.csv``), the fits and the figures
-(``mdlbench.analysis.plots.make_capacity_figures``) are written and the estimate printed:
-the slope of stored bits against parameters, over the runs whose knowledge base holds more than
-they stored (above capacity), with its confidence interval, next to the published ~2 bits per
-parameter (Allen-Zhu & Li 2024, "Physics of Language Models: Part 3.3", at 1000 exposures; ~1 at
-100).
+(``mdlbench.analysis.plots.make_capacity_figures``) are written and the measurement printed:
+each run's stored bits per parameter, for the runs whose knowledge base holds more than they
+stored (above capacity), next to the published ~2 bits per parameter (Allen-Zhu & Li 2024,
+"Physics of Language Models: Part 3.3", at 1000 exposures; ~1 at 100, for GPT-2-size models
+that need a GPU). A slope of stored bits against parameters is printed, with its intercept and
+confidence interval, only where those runs span >= 10x in parameters
+(``plots.capacity_fits``: ``slope_valid``).
 
 Entry points: ``mdlbench-train experiment=capacity_smoke`` (the ``capacity:`` section of a
 config), :func:`run` (a :class:`mdlbench.config.Config` or the section itself), :func:`run_one`.

@@ -36,6 +36,7 @@ class Cursor:
       ideal_bits: Σ −log2 p of those bytes.
       elapsed_s: coding-loop seconds spent so far (summed over resumes).
       segments: byte lengths of the sealed bitstream segments, in order.
+      estimate_bits: Σ of every step's pre-update training loss in bits (Rae's estimate).
     """
 
     step: int = 0
@@ -43,6 +44,7 @@ class Cursor:
     ideal_bits: float = 0.0
     elapsed_s: float = 0.0
     segments: list[int] = dataclasses.field(default_factory=list)
+    estimate_bits: float = 0.0
 
 
 class Checkpoints:

@@ -32,6 +32,40 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+# Launcher presets whose Hydra plugin is an optional extra: preset -> (plugin module, extra).
+LAUNCHER_PLUGINS: dict[str, tuple[str, str]] = {
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+}
+
+
+def missing_launcher_plugin(overrides: list[str]) -> str | None:
+    """The one-line error for a ``launcher=NAME`` override whose plugin is not installed, else None.
+
+    Without it Hydra answers with a multi-line composition error that never names the package.
+
+    Args:
+        overrides: the command-line arguments of ``mdlbench-train``.
+
+    Returns:
+        The message, or None when every requested launcher's plugin can be imported.
+    """
+    import importlib.util
+
+    for arg in overrides:
+        name = arg.split("=", 1)[1] if arg.startswith("launcher=") else None
+        if name in LAUNCHER_PLUGINS:
+            module, extra = LAUNCHER_PLUGINS[name]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:  # no hydra_plugins namespace at all
+                found = False
+            if not found:
+                package = module.rsplit(".", 1)[1].replace("_", "-")
+                return f'launcher={name} needs the {package} plugin: pip install -e ".[{extra}]"'
+    return None
+
 
 def main(argv: list[str] | None = None) -> int:
     """The plain CLI: ``mdlbench SUBCOMMAND ...``."""
@@ -96,6 +130,10 @@ def train_main() -> None:
             sys.exit(2)
         return summary.get("code", {}).get("bits_per_byte") if summary else None
 
+    problem = missing_launcher_plugin(sys.argv[1:])
+    if problem:
+        print(f"mdlbench-train: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     _app()
 
 

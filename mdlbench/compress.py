@@ -35,7 +35,8 @@ def compose(overrides: list[str]):
 def add_compress_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="the file to compress")
     p.add_argument("-o", "--output", required=True, help="the .mdl container to write")
-    p.add_argument("--model", default="tiny", help="a model preset from conf/model/ (default: tiny)")
+    p.add_argument("--model", default="lstm_ngram",
+                   help="a model preset from conf/model/ (default: lstm_ngram, the best practical one on a CPU)")
     p.add_argument("--no-verify", action="store_true", help="skip the separate-process decode check")
     p.add_argument("overrides", nargs="*", help="further Hydra-style overrides, e.g. code.seq_len=256")
 
@@ -63,6 +64,8 @@ def compress_command(args: argparse.Namespace) -> int:
         print(f"verified by a separate decoder: sha256 {s['verify']['decoded_sha256']}")
     else:
         print("not verified (--no-verify): run `mdlbench decompress` to check it")
+    if s.get("baselines"):
+        print(train.comparison_table(s))
     return 0
 
 

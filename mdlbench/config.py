@@ -38,6 +38,14 @@ class ModelConfig:
       ngram_orders: byte n-gram count experts mixed into the model's logits (e.g. [1, 2, 3, 4]);
         empty for none. See :mod:`mdlbench.models.ngram`.
       ngram_log2_rows: rows per n-gram table (2**this); orders with more contexts are hashed.
+      context: Transformer memory across windows: every coded byte also attends to the keys and
+        values of the last ``context`` bytes before its window (0 = attention restarts at every
+        window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
+      memory: how the memory's keys/values are made: ``bytes`` (the context bytes are carried and
+        their keys/values recomputed under the current parameters at every window) or ``kv``
+        (Transformer-XL: keys/values kept from the window that computed them, one update stale).
+      alibi: add ALiBi recency biases to the attention logits (fixed per-head slopes), so that a
+        long memory starts out attending locally.
     """
 
     name: str = "tiny"
@@ -49,6 +57,9 @@ class ModelConfig:
     positions: str = "learned"
     ngram_orders: list[int] = field(default_factory=list)
     ngram_log2_rows: int = 16
+    context: int = 0
+    memory: str = "bytes"
+    alibi: bool = False
 
 
 @dataclass
@@ -130,7 +141,9 @@ class CodeConfig:
     """How the data is coded.
 
     Attributes:
-      name: ``prequential`` (the streaming online code).
+      name: ``prequential`` (the streaming online code: a real bitstream, verified) or
+        ``estimate`` (the fast mode: the same training, summing each batch's pre-update loss;
+        an ideal length, no bitstream, nothing to verify).
       batch_size: B, parallel streams the data is split into.
       seq_len: T, bytes of every stream coded (then trained on) per step.
       verify: replay the decoder in a separate process at the end of a run.
@@ -141,6 +154,9 @@ class CodeConfig:
         since the last one (0: at every boundary; negative: never). Does not change the bits.
       devices: data-parallel training over this many devices (the batch is split evenly with
         a fixed sharding; coding runs on the first device). 1 = one fused program.
+      real_for: with ``name=estimate``, the jobs coded for real after all: entries
+        ``MODEL/DATA`` (preset and data names, ``*`` matches any). Lets one sweep estimate every
+        job and really code (and verify) the ones picked; such a job runs as ``prequential``.
     """
 
     name: str = "prequential"
@@ -151,6 +167,7 @@ class CodeConfig:
     segment_steps: int = 100
     checkpoint_s: float = 60.0
     devices: int = 1
+    real_for: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -268,6 +285,19 @@ def coerce_section(cfg: Any, cls: type, key: str, validate_fn, who: str) -> Any:
     return coerce_section(section, cls, key, validate_fn, who)
 
 
+def resolve_mode(cfg: Config) -> Config:
+    """The config a job really runs: an ``estimate`` job named in ``code.real_for`` becomes a
+    plain ``prequential`` (real, verified) code, so its container records an ordinary config."""
+    import fnmatch
+
+    if cfg.code.name != "estimate" or not cfg.code.real_for:
+        return cfg
+    job = f"{cfg.model.name}/{cfg.data.name}"
+    real = any(fnmatch.fnmatchcase(job, pat) for pat in cfg.code.real_for)
+    code = dataclasses.replace(cfg.code, name="prequential" if real else "estimate", real_for=[])
+    return dataclasses.replace(cfg, code=code)
+
+
 def program_dict(cfg: Config) -> dict[str, Any]:
     """The config as stored in a container: what the decoder needs, nothing about where it ran."""
     d = to_dict(cfg)
@@ -312,6 +342,13 @@ def validate(cfg: Config) -> None:
     positive["optim.lr"] = cfg.optim.lr
     check_ranges("", positive, {"threads": cfg.threads, "model.d_ff": cfg.model.d_ff,
                                 "data.max_bytes": cfg.data.max_bytes, "optim.warmup_steps": cfg.optim.warmup_steps})
+    if cfg.model.context < 0:
+        raise ConfigError(f"model.context must be >= 0, got {cfg.model.context}")
+    if cfg.model.memory not in ("bytes", "kv"):
+        raise ConfigError(f"model.memory must be 'bytes' or 'kv', got {cfg.model.memory!r}")
+    if cfg.model.context and (cfg.model.family != "transformer" or cfg.model.positions != "rope"):
+        raise ConfigError("model.context > 0 (memory across windows) needs family=transformer with "
+                          f"positions=rope, got family={cfg.model.family!r}, positions={cfg.model.positions!r}")
     if cfg.model.family == "transformer" and cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"model.d_model ({cfg.model.d_model}) must be divisible by model.n_heads ({cfg.model.n_heads})")
     orders = cfg.model.ngram_orders
@@ -322,5 +359,12 @@ def validate(cfg: Config) -> None:
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")
+    if cfg.code.real_for and cfg.code.name != "estimate":
+        raise ConfigError("code.real_for picks jobs to code for real inside an estimate sweep: it needs code.name=estimate")
+    if any(p.count("/") != 1 for p in cfg.code.real_for):
+        raise ConfigError(f"code.real_for entries must be MODEL/DATA patterns, got {cfg.code.real_for}")
+    if cfg.code.name not in ("prequential", "estimate"):
+        raise ConfigError(f"code.name must be 'prequential' (a real, verified code) or 'estimate' (Rae's "
+                          f"training-loss estimate, no bitstream), got {cfg.code.name!r}")
     if cfg.logger.wandb_mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.wandb_mode must be offline, online or disabled, got {cfg.logger.wandb_mode!r}")

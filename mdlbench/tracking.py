@@ -15,9 +15,12 @@ class WandbTracker:
         import wandb
 
         self._wandb = wandb
+        # Quiet on the terminal (no banner, no run summary, no captured console): the run's files
+        # are still written under the run directory, and mdlbench's own bar and table say the rest.
+        quiet = wandb.Settings(silent=True, quiet=True, console="off")
         self.run = wandb.init(project=cfg.logger.project, mode=cfg.logger.wandb_mode, group=cfg.experiment,
                               name=f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}", dir=cfg.run_dir or None,
-                              config=config_lib.to_dict(cfg), reinit="finish_previous")
+                              config=config_lib.to_dict(cfg), reinit="finish_previous", settings=quiet)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.run.log(metrics, step=step)

@@ -29,7 +29,9 @@ def data_label(cfg: Config) -> str:
 
 
 def default_run_dir(cfg: Config) -> Path:
-    return Path("results/runs") / cfg.experiment / data_label(cfg) / cfg.model.name / f"seed{cfg.seed}"
+    # The fast mode gets its own directory: it never holds a container or a verification.
+    leaf = f"seed{cfg.seed}" + ("-estimate" if cfg.code.name == "estimate" else "")
+    return Path("results/runs") / cfg.experiment / data_label(cfg) / cfg.model.name / leaf
 
 
 def pin_threads(n: int) -> None:
@@ -68,7 +70,10 @@ class Progress:
 
     def update(self, m: dict[str, Any]) -> None:
         rate = m["bytes_seen"] / max(m["time/elapsed_s"], 1e-9)
-        info = f"{rate / 1e3:.1f} kB/s  {m['code/cum_bits_per_byte']:.3f} bits/byte"
+        if "code/cum_bits_per_byte" in m:
+            info = f"{rate / 1e3:.1f} kB/s  {m['code/cum_bits_per_byte']:.3f} bits/byte"
+        else:  # the training-loss estimate: no bitstream, so say it is an estimate
+            info = f"{rate / 1e3:.1f} kB/s  ~{m['estimate/cum_ideal_bits_per_byte']:.3f} bits/byte (estimate)"
         if self.bar is not None:
             self.bar.update(self.task, completed=m["bytes_seen"], info=info)
         elif time.monotonic() - self.last >= self.every_s or m["bytes_seen"] == self.total:
@@ -196,6 +201,14 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
             "final_chunk_bits_per_byte": tail_bits / tail_bytes if tail_bytes else None,
             "final_chunk_ideal_bits_per_byte": tail.ideal_bits / tail_bytes if tail_bytes else None,
         },
+        # Rae's estimate from the same run: the pre-update training loss of every batch, summed.
+        "estimate": {
+            "kind": "training-loss estimate (ideal; pre-update loss of every batch, training forward)",
+            "bits": res.estimate_bits,
+            "bits_per_byte": res.estimate_bits / n if n else None,
+            "over_real": res.estimate_bits / bits if bits else None,
+            "over_ideal": res.estimate_bits / res.ideal_bits if res.ideal_bits else None,
+        },
         "verify": {"ok": None, "decoded_sha256": None},
         "time": {"encode_s": res.encode_s, "encode_total_s": encode_total_s},
         "perf": {"encode_bytes_per_s": n / res.encode_s if res.encode_s else None},
@@ -226,6 +239,87 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
     return summary
 
 
+def comparison_table(summary: dict[str, Any], names: tuple[str, ...] = ("gzip_9", "xz_9e", "ppmd_6")) -> str:
+    """The run's verified payload and two-part total beside classic compressors on the same
+    bytes, best first, and which of them the model beat (on its payload alone)."""
+    from mdlbench.baselines import BASELINES
+
+    c, n = summary["code"], summary["data"]["bytes"]
+    model = summary["model"]["name"]
+    verified = "verified" if summary.get("verify", {}).get("ok") else "NOT verified"
+    rows = [(c["bits_per_byte"], f"{model} payload ({verified})"),
+            (c["total_bits"] / n, f"{model} + program ({c['program_bits']} bits)")]
+    rows += [(summary["baselines"][k]["bits_per_byte"], BASELINES[k].label) for k in names if k in summary["baselines"]]
+    lines = [f"{'code':<44} bits/byte", *(f"{label:<44} {bpb:9.4f}" for bpb, label in sorted(rows))]
+    beat = [BASELINES[k].label for k in names if k in summary["baselines"]
+            and c["bits_per_byte"] < summary["baselines"][k]["bits_per_byte"]]
+    lost = [BASELINES[k].label for k in names if k in summary["baselines"] and BASELINES[k].label not in beat]
+    lines.append(f"{model} beats {', '.join(beat) or 'none of them'}"
+                 + (f"; behind {', '.join(lost)}" if lost else "") + " on these bytes (payload)")
+    return "\n".join(lines)
+
+
+def estimate_dataset(cfg: Config, dataset, metrics_path: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """The fast mode (``code.name=estimate``): trains exactly as the real code would and sums
+    each batch's pre-update loss (Rae's estimate). Writes no container and verifies nothing:
+    its summary has ``code.ideal_bits`` (an ideal length, labelled as an estimate) and no
+    ``code.bits``."""
+    from mdlbench.coding import program
+    from mdlbench.codes import prequential
+
+    metrics_f = open(metrics_path, "w") if metrics_path else None
+    bar = Progress(len(dataset.data), f"{cfg.model.name} on {dataset.name} (estimate)",
+                   cfg.logger.log_every_s) if progress else None
+    tracker = _wandb_start(cfg) if metrics_path else None
+
+    def on_step(m: dict[str, Any]) -> None:
+        if metrics_f:
+            metrics_f.write(json.dumps(m) + "\n")
+        if bar:
+            bar.update(m)
+        if tracker:
+            tracker.log(m, step=m["step"])
+
+    try:
+        res = prequential.estimate(cfg, dataset.data, on_step=on_step)
+    except BaseException:
+        if tracker:
+            tracker.finish()
+        raise
+    finally:
+        if metrics_f:
+            metrics_f.close()
+        if bar:
+            bar.close()
+    n = len(dataset.data)
+    program_bits = program.program_bits(config_lib.program_dict(cfg))
+    summary: dict[str, Any] = {
+        "experiment": cfg.experiment,
+        "seed": cfg.seed,
+        "data": {"name": dataset.name, "bytes": n, "sha256": dataset.sha256, "path": dataset.path},
+        "source": {"entropy_rate_bits": dataset.entropy_rate_bits},
+        "model": {**config_lib.to_dict(cfg)["model"], "n_params": res.n_params},
+        "code": {
+            "name": "estimate",
+            "kind": "estimate (ideal): Σ pre-update training loss of every batch; no bitstream, nothing verified",
+            "ideal_bits": res.ideal_bits,
+            "ideal_bits_per_byte": res.ideal_bits / n if n else None,
+            "program_bits": program_bits,
+            "ideal_total_bits": program_bits + res.ideal_bits,
+            "steps": res.steps,
+        },
+        "time": {"train_s": res.train_s},
+        "perf": {"train_bytes_per_s": n / res.train_s if res.train_s else None},
+        "config": config_lib.to_dict(cfg),
+    }
+    if tracker:
+        try:
+            tracker.summary(summary)
+        finally:
+            tracker.finish()
+    return summary
+
+
 def _wandb_start(cfg: Config):
     if cfg.logger.wandb_mode == "disabled":
         return None
@@ -238,6 +332,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Runs (or finds finished) one coding job; returns its summary."""
     from mdlbench import data as data_lib
 
+    cfg = config_lib.resolve_mode(cfg)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     summary_path = run_dir / "summary.json"
@@ -247,6 +342,9 @@ def run(cfg: Config) -> dict[str, Any]:
         if old_hash != config_lib.config_hash(cfg):
             raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
                                 "choose another run_dir/experiment or delete it")
+        if old["code"].get("name") == "estimate":
+            print(f"already done: {run_dir} (estimate ~{old['code']['ideal_bits_per_byte']:.4f} bits/byte, no bitstream)")
+            return old
         if old.get("verify", {}).get("ok") or not cfg.code.verify:
             print(f"already done: {run_dir} ({old['code']['bits_per_byte']:.4f} bits/byte, verified="
                   f"{old['verify']['ok']})")
@@ -260,6 +358,13 @@ def run(cfg: Config) -> dict[str, Any]:
         raise MdlbenchError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
     pin_threads(cfg.threads)
     dataset = data_lib.load(cfg.data)
+    if cfg.code.name == "estimate":
+        summary = estimate_dataset(cfg, dataset, run_dir / "metrics.jsonl")
+        container.atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+        c = summary["code"]
+        print(f"{dataset.name}: {summary['data']['bytes']} bytes, training-loss estimate "
+              f"~{c['ideal_bits_per_byte']:.4f} bits/byte (ideal, no bitstream); run dir: {run_dir}")
+        return summary
     container_path = run_dir / f"{data_label(cfg)}.mdl"
     summary = code_dataset(cfg, dataset, container_path, run_dir / "metrics.jsonl",
                            checkpoint_dir=run_dir / "checkpoint")
@@ -269,6 +374,8 @@ def run(cfg: Config) -> dict[str, Any]:
           f"({c['bits_per_byte']:.4f} bits/byte; ideal {c['ideal_bits_per_byte']:.4f}); "
           f"program {c['program_bits']} bits; total {c['total_bits']} bits, ratio {c['ratio']:.3f}")
     print(f"verified: {summary['verify']['ok']}  run dir: {run_dir}")
+    if summary.get("baselines"):
+        print(comparison_table(summary))
     if cfg.code.verify and not summary["verify"]["ok"]:
         raise DecodeError(f"verification failed: {summary['verify'].get('error', 'sha256 mismatch')} (see {summary_path})")
     return summary

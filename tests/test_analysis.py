@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,7 +288,8 @@ def test_plot_cli_from_collected_table(sweep_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     paths = [Path(line.removeprefix("wrote ")) for line in printed.splitlines() if line.startswith("wrote ")]
     _assert_figures(paths, "sw")
-    assert "fit markov2 power_law on code.final_chunk_bits_per_byte: E = " in printed
+    assert "fit markov2 power_law on code.final_chunk_bits_per_byte: " in printed
+    assert "E = " in printed and "A = " in printed
     assert "unverified" not in printed  # kept on request, so no note about leaving them out
 
     # The Parquet tables load to the same data (the curves found through the runs table's name).
@@ -353,6 +355,7 @@ def test_power_law_recovers_planted_parameters_with_seeds():
     assert fit["ci_method"] == "runs" and fit["n_boot"] == 200 and fit["ci_dof"] == 13 * 2
     assert fit["n_sizes"] == 13 and fit["n_points"] == 39
     assert fit["rmse_log"] == pytest.approx(0.005, rel=0.3)
+    assert fit["status"] == fits.STATUS_OK and fit["identifiable"] and fit["valid"] and fit["flags"] == ""
 
 
 def test_power_law_single_run_per_size_uses_residual_bootstrap():
@@ -372,6 +375,96 @@ def test_power_law_pure_power_law_stays_at_E_zero_bound():
     assert fit["E"] == pytest.approx(0.0, abs=1e-3)
     assert fit["alpha"] == pytest.approx(0.2, rel=1e-3)
     assert math.isnan(fit["E_ci"][0])
+    # No interval: the fit is reported, but not as identified.
+    assert fit["status"] == fits.STATUS_NOT_IDENTIFIABLE and "no confidence interval" in fit["flags"]
+
+
+def test_asymptote_at_its_bound_is_not_identifiable():
+    # A pure power law (E = 0, as the committed tinyshakespeare Chinchilla fit found): E sits on
+    # the optimiser's bound, so the data do not determine it.
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.logspace(3, 6, 6), 2)
+    loss = 5.0 * n**-0.2 * np.exp(rng.normal(0, 0.003, n.size))
+    fit = fits.fit_power_law(n, loss, groups=np.tile([0, 1], 6), n_boot=20, seed=0)
+    assert fit["E"] >= 0.0 and fit["E_ci"][0] >= 0.0  # E is constrained to E >= 0
+    assert not fit["identifiable"] and fit["status"] == fits.STATUS_NOT_IDENTIFIABLE
+    assert "E" in fit["flags"] and "bound 0" in fit["flags"]
+
+
+def test_too_few_sizes_for_the_parameters_is_not_identifiable():
+    # 3 sizes for 3 parameters: the law passes through the three means, nothing tests it.
+    truth = {"E": 1.3, "A": 40.0, "alpha": 0.35}
+    rng = np.random.default_rng(1)
+    n = np.repeat([1e3, 1e4, 1e5], 3)
+    loss = fits.power_law(n, **truth) * np.exp(rng.normal(0, 0.003, n.size))
+    fit = fits.fit_power_law(n, loss, groups=np.tile([0, 1, 2], 3), n_boot=20, seed=0)
+    assert fit["n_sizes"] == 3 and not fit["identifiable"]
+    assert "3 distinct model sizes (needs >= 4" in fit["flags"]
+    # Chinchilla: 3 sizes x 12 data amounts; the D axis is fine, the N axis is not.
+    truth = {"E": 1.2, "A": 40.0, "alpha": 0.35, "B": 60.0, "beta": 0.3}
+    nn, dd = (a.ravel() for a in np.meshgrid([1e3, 1e4, 1e5], np.logspace(4, 7, 12), indexing="ij"))
+    chin = fits.fit_chinchilla(nn, dd, fits.chinchilla(nn, dd, **truth), n_boot=0)
+    assert chin["status"] == fits.STATUS_NOT_IDENTIFIABLE and "3 distinct model sizes" in chin["flags"]
+    assert "data amounts" not in chin["flags"] and chin["n_data"] == 12
+
+
+@pytest.mark.parametrize("ci,needle", [
+    ({"A_ci": (7.0, 1.7e5)}, "A's CI [7, 1.7e+05] spans 4.4 orders of magnitude"),
+    ({"alpha_ci": (0.3, 5.0)}, "alpha's CI [0.3, 5] reaches its bound 5"),
+    ({"E_ci": (0.0, 1.4)}, "E's CI [0, 1.4] reaches its bound 0"),
+])
+def test_assess_flags_wide_or_bounded_intervals(ci, needle):
+    fit = {"E": 1.0, "A": 40.0, "alpha": 0.5, "E_ci": (0.9, 1.1), "A_ci": (30.0, 50.0), "alpha_ci": (0.4, 0.6),
+           "n_sizes": 8, "n_boot": 100}
+    assert fits.assess(fit, ("E", "A", "alpha"), min_sizes=4)["status"] == fits.STATUS_OK
+    verdict = fits.assess({**fit, **ci}, ("E", "A", "alpha"), min_sizes=4)
+    assert verdict["status"] == fits.STATUS_NOT_IDENTIFIABLE and not verdict["identifiable"]
+    assert needle in verdict["flags"]
+
+
+def test_fit_on_a_known_entropy_source_never_reports_E_below_it_unflagged():
+    # Points from a source of entropy rate H: cross-entropy = H + a KL term that shrinks with N,
+    # measured with 0.5 % noise. Half the fits land below H by chance; each of those must say
+    # "invalid", and none above H may.
+    h = 1.4412
+    sizes = np.repeat(np.logspace(3.5, 6, 5), 2)
+    below = 0
+    for trial in range(8):
+        rng = np.random.default_rng(100 + trial)
+        loss = fits.power_law(sizes, h, 3.0, 0.4) * np.exp(rng.normal(0, 0.005, sizes.size))
+        fit = fits.fit_power_law(sizes, loss, groups=np.tile([0, 1], 5), n_boot=10, seed=trial,
+                                 entropy_rate_bits=h)
+        assert fit["entropy_rate_bits"] == h
+        if fit["E"] < h:
+            below += 1
+            assert fit["status"] == fits.STATUS_INVALID and not fit["valid"]
+            assert f"below the entropy rate {h:.4g}" in fit["flags"]
+        else:
+            assert fit["valid"] and fit["status"] != fits.STATUS_INVALID
+    assert below > 0  # the invalid branch was exercised
+
+
+def test_invalid_and_unidentifiable_fits_are_marked_in_table_and_figure(tmp_path):
+    # The Chinchilla-shaped points follow E = 1.3, but the source claims H = 1.5 (as when a fit
+    # undershoots a true rate): the table and the legend must both say invalid. A second data
+    # set has only 3 sizes: not identifiable.
+    rows = []
+    for name, h, sizes in (("low", 1.5, (1e3, 1e4, 1e5, 1e6)), ("few", None, (1e3, 1e4, 1e5))):
+        for n in sizes:
+            for seed in (0, 1):
+                rows.append({"data.name": name, "model.name": f"m{n:g}", "model.n_params": n, "seed": seed,
+                             "code.final_chunk_bits_per_byte": fits.power_law(n, 1.3, 30.0, 0.3) * (1 + 0.001 * seed),
+                             "source.entropy_rate_bits": h, "job.status": "complete"})
+    runs, _ = plots.usable_runs(pd.DataFrame(rows), include_unverified=False)
+    table = plots.scaling_fits(runs, n_boot=10).set_index("series")
+    assert table.loc["low", "status"] == fits.STATUS_INVALID and "below the entropy rate 1.5" in table.loc["low", "flags"]
+    assert table.loc["few", "status"] == fits.STATUS_NOT_IDENTIFIABLE
+    fig = plots._scaling_figure(runs, table.reset_index())
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith("fit [INVALID: E BELOW ENTROPY RATE (E = 1.3") for label in labels), labels
+    assert any(label.startswith("fit [NOT IDENTIFIABLE (3 distinct model sizes") for label in labels), labels
+    assert sum(bool(re.fullmatch(r"fitted E = \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", label))
+               for label in labels) == 2  # both fits show E's interval
 
 
 def test_chinchilla_recovers_planted_parameters():
@@ -380,10 +473,11 @@ def test_chinchilla_recovers_planted_parameters():
     n, d, s = (a.ravel() for a in np.meshgrid(np.logspace(3, 6, 6), np.logspace(4, 7, 12), np.arange(3), indexing="ij"))
     runs = [f"{ni:g}/seed{si}" for ni, si in zip(n, s)]  # a run's whole curve is one bootstrap unit
     loss = fits.chinchilla(n, d, **truth) * np.exp(rng.normal(0, 0.005, n.size))
-    fit = fits.fit_chinchilla(n, d, loss, groups=runs, n_boot=100, seed=0)
+    fit = fits.fit_chinchilla(n, d, loss, groups=runs, n_boot=100, seed=0, entropy_rate_bits=1.2 * 0.99)
     _within(fit, truth, 0.05)
     _ci_contains(fit, truth)
     assert fit["ci_method"] == "runs" and fit["n_points"] == n.size
+    assert fit["status"] == fits.STATUS_OK and fit["n_sizes"] == 6 and fit["n_data"] == 12
 
 
 def test_fit_input_errors():

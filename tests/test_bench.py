@@ -78,11 +78,55 @@ def test_bench_writes_verified_rows_and_rerun_replaces_them(tmp_path):
     summary = json.loads(next(tmp_path.glob("results/runs/bench/alice29/*/seed0/summary.json")).read_text())
     assert float(n["bits_per_byte"]) == pytest.approx(summary["code"]["bits_per_byte"], rel=1e-5)
     assert all(x["verified"] == "True" for x in rows)
+    # The run record lands in one layout, results/bench/<data>/<device>/, each file with provenance.
+    from mdlbench import provenance
+
+    record = tmp_path / n["record"]
+    assert record.parent == tmp_path / "results" / "bench" / "alice29"
+    assert json.loads((record / "summary.json").read_text())["code"]["bits"] == int(n["bits"])
+    train = json.loads((record / "train_only.json").read_text())
+    assert set(train) == {"config_sha256", "train_only_s", "device", "data", "bytes"}
+    assert train["config_sha256"] == n["config"] and train["bytes"] == 3000
+    for path in (tmp_path / "bench.csv", record / "summary.json", record / "train_only.json"):
+        assert provenance.check_file(path) == [], path
+    entries = {tuple(e["key"]): e for e in provenance.read(tmp_path / "bench.csv")["results"]}
+    mine = entries[(n["method"], n["device"], n["data"], n["bytes"])]
+    assert mine["kind"] == provenance.PREQUENTIAL and mine["config_sha256"] == n["config"]
+    assert mine["program_bits"] == summary["code"]["program_bits"] and " bench data=alice29 " in mine["command"]
     # A re-run finds the finished run and replaces its rows instead of appending.
     r = run_cli(*args, "--no-baselines", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "already done" in r.stdout
     assert len(list(csv.DictReader(open(tmp_path / "bench.csv")))) == 7
+    assert provenance.check_file(tmp_path / "bench.csv") == []  # kept rows kept their entries
+
+
+def test_baselines_only_upserts_classic_rows_with_provenance_per_row(tmp_path):
+    """``--baselines-only`` is bench's own code path for the compressor rows (no JAX); an upsert of
+    another row keeps each earlier row's provenance entry."""
+    shared_data("canterbury/alice29.txt")
+    from mdlbench import bench, provenance
+
+    table = tmp_path / "bench.csv"
+    r = run_cli("bench", "data=alice29", "data.max_bytes=3000", "--baselines-only", "--table", str(table),
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(table)))
+    assert len(rows) == 6 and all(x["verified"] == "True" and x["bytes"] == "3000" for x in rows)
+    assert provenance.check_file(table) == []
+    before = provenance.read(table)["results"]
+    assert all("--baselines-only" in e["command"] for e in before)
+    assert not (tmp_path / "results").exists()  # no run directory, no record: nothing neural ran
+
+    fake = {"method": "prequential test", "device": "cpu x1 threads", "data": "alice29", "bytes": 3000,
+            "bits": 1, "bits_per_byte": 1.0, "verified": True}
+    bench.upsert(table, [fake], [provenance.result(bench.row_key(fake), note="test")])
+    assert provenance.check_file(table) == []
+    after = {tuple(e["key"]): e for e in provenance.read(table)["results"]}
+    assert all(after[tuple(e["key"])] == e for e in before)  # untouched rows keep their own command and date
+    assert after[bench.row_key(fake)]["note"] == "test"
+    table.write_text(table.read_text().replace("prequential test", "prequential edited"))
+    assert any("sha256 mismatch" in p for p in provenance.check_file(table))
 
 
 def test_bench_refuses_unverified_runs_in_one_line(tmp_path):

@@ -293,7 +293,7 @@ def test_bbans_end_to_end_verified_in_a_separate_process(bbans_run):
 
 def test_bbans_decoder_needs_no_data_and_writes_the_pixels(bbans_run, tmp_path):
     """A fresh process decodes with no data folder at all, importing only the files counted as its program."""
-    from mdlbench.codes.bits_back.run import BBANS_DECODER_FILES
+    from mdlbench.coding import program
 
     _, s, _ = bbans_run
     script = ("import sys, json; from mdlbench.codes.bits_back.cli import main; "
@@ -306,7 +306,8 @@ def test_bbans_decoder_needs_no_data_and_writes_the_pixels(bbans_run, tmp_path):
 
     assert hashlib.sha256((tmp_path / "px").read_bytes()).hexdigest() == s["data"]["pixels_sha256"]
     imported = {m[len("mdlbench."):].replace(".", "/") for m in json.loads(r.stdout.splitlines()[-1])}
-    counted = {f[:-len("/__init__.py")] if f.endswith("/__init__.py") else f[:-3] for f in BBANS_DECODER_FILES}
+    counted = {f[len("mdlbench/"):-len("/__init__.py")] if f.endswith("/__init__.py") else f[len("mdlbench/"):-3]
+               for f in program.measure(program.BBANS).files}
     assert imported <= counted, imported - counted
 
 

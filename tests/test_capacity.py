@@ -266,7 +266,7 @@ def test_capacity_fit_recovers_a_planted_slope_and_ignores_memorised_runs():
     from mdlbench.analysis import plots
 
     rng = np.random.default_rng(0)
-    n = np.array([20_000, 30_000, 45_000, 70_000, 100_000], dtype=float)
+    n = np.array([10_000, 25_000, 50_000, 100_000, 200_000], dtype=float)  # 20x span
     stored = 1.5 * n - 5_000 + rng.normal(0, 300, n.size)
     rows = [{"job.dir": f"j{i}", "data.name": "kbA", "data.exposure": "uniform", "data.exposures": 100,
              "model.name": f"m{i}", "model.n_params": n[i], "model.n_params_ffn": n[i] / 2,
@@ -278,10 +278,33 @@ def test_capacity_fit_recovers_a_planted_slope_and_ignores_memorised_runs():
                  "capacity.information_bits": 1000.0, "capacity.stored_fraction": 0.9})
     fits = plots.capacity_fits(pd.DataFrame(rows), full_fraction=0.8)
     h = plots.headline_fit(fits)
-    assert h["n_runs"] == 5 and h["slope_lo"] < 1.5 < h["slope_hi"]
+    assert h["n_runs"] == 5 and h["slope_valid"] and h["slope_lo"] < 1.5 < h["slope_hi"]
     assert h["slope_bits_per_param"] == pytest.approx(1.5, abs=0.05)
+    assert h["intercept_bits"] == pytest.approx(-5_000, abs=1_000) and h["x_span"] == 20.0
+    # The per-run ratios are the measurement, reported whatever the span.
+    assert h["ratio_bits_per_param_min"] == pytest.approx(min(stored / n))
+    assert h["ratio_bits_per_param_max"] == pytest.approx(max(stored / n))
     ffn = plots.headline_fit(fits, "model.n_params_ffn")
     assert ffn["slope_bits_per_param"] == pytest.approx(3.0, abs=0.1)
+
+
+def test_capacity_slope_is_refused_below_a_tenfold_span():
+    from mdlbench.analysis import plots
+
+    # The committed smoke's situation: 6 runs within 23.5k-31k parameters (1.3x). A line through
+    # them has a slope, but its intercept is far below zero: no slope may be quoted.
+    n = np.array([23_504, 24_544, 26_624, 30_784, 31_008, 23_504], dtype=float)
+    stored = 0.74 * n - 14_700
+    rows = [{"job.dir": f"j{i}", "data.name": "kb", "data.exposure": "uniform", "data.exposures": 200,
+             "model.name": f"m{i}", "model.n_params": n[i], "capacity.stored_bits": stored[i],
+             "capacity.net_bits": stored[i], "capacity.information_bits": 17_600.0,
+             "capacity.stored_fraction": stored[i] / 17_600} for i in range(6)]
+    fits = plots.capacity_fits(pd.DataFrame(rows))
+    h = plots.headline_fit(fits)
+    assert not h["slope_valid"] and pd.isna(h.get("slope_bits_per_param")) and pd.isna(h.get("intercept_bits"))
+    assert "spanning 1.3x" in h["note"] and ">= 10x" in h["note"]
+    assert h["ratio_bits_per_param_mean"] == pytest.approx(float(np.mean(stored / n)))
+    assert "no slope" in plots._fmt_fit(h, "stored bits", "parameters")
 
 
 def test_capacity_fit_says_so_when_no_run_is_full():

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, run_cli, run_train
 
-SMALL = ["model=nano", "code.batch_size=4", "code.seq_len=32", "logger=disabled"]
+SMALL = ["model=nano", "code.batch_size=4", "code.seq_len=32", "logger=disabled", "baselines=false"]
 
 REQUIRED = ["data.name", "data.bytes", "data.sha256", "model.name", "model.n_params", "code.bits",
             "code.ideal_bits", "code.program_bits", "code.total_bits", "code.bits_per_byte", "code.ratio",

@@ -16,16 +16,39 @@ from mdlbench.errors import DataError
 LN2 = math.log(2.0)
 
 
-def test_llama_preset_reproduces_rae():
+def test_loss_sum_arithmetic_on_planted_inputs():
+    # Planted inputs chosen so every step is exact: 1000 tokens x 3 bytes = 3000 bytes of text;
+    # a summed loss of 500 bytes plus a 100-byte program = 600 bytes; ratio 3000 / 600 = 5.
+    r = est.estimate(tokens=1000, bytes_per_token=3.0, loss_sum_bytes=500, program_bytes=100)
+    assert r["raw_bytes"] == 3000.0 and r["data_bits"] == 4000.0 and r["compressed_bytes"] == 600.0
+    assert r["ratio"] == 5.0 and r["bits_per_byte"] == 8 * 600 / 3000
+    assert r["mean_loss_bits_per_token"] == 4.0  # 4000 bits / 1000 tokens: derived from the sum
+    assert "mean_loss_bits_per_token" in r["derived"] and "loss_sum_bytes" in r["inputs"]
+    assert "mean_loss" not in r["inputs"]
+    assert "ratio        = raw bytes / compressed = 3,000 / 600 = 5x" in r["arithmetic"]
+
+
+def test_loss_sum_from_the_command_line(capsys):
+    argv = ["estimate", "--tokens", "1000", "--loss-sum-bytes", "500", "--bytes-per-token", "3",
+            "--program-bytes", "100", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["ratio"] == 5.0 and r["inputs"]["loss_sum_bytes"] == 500.0
+    _one_line_error(capsys, argv[:-1] + ["--mean-loss", "2"])  # a sum and a mean: contradictory
+
+
+def test_llama_preset_is_the_talks_arithmetic_on_its_quoted_inputs():
     r = est.estimate_preset("llama-65b")
-    assert 13.0 <= r["ratio"] <= 15.0
-    assert r["raw_bytes"] == pytest.approx(5.6e12, rel=1e-12)
-    # ~400 GB: 1.4e12 tokens x 2.29 bits / 8 + 1 MB.
-    assert r["compressed_bytes"] == pytest.approx(1.4e12 * 2.29 / 8 + 1e6, rel=1e-12)
-    assert 390e9 <= r["compressed_bytes"] <= 410e9
-    assert r["mean_loss_nats_per_token"] == pytest.approx(2.29 * LN2, rel=1e-12)
+    # The inputs are the talk's quoted figures, and no mean loss is among them.
     assert r["inputs"] == {"bytes_per_token": 4.0, "program_bytes": 1e6, "loss_unit": "bits",
-                           "tokens": 1.4e12, "mean_loss": 2.29}
+                           "tokens": 1.4e12, "loss_sum_bytes": 400e9}
+    # ratio = text bytes / summed code length, from those inputs alone.
+    assert r["raw_bytes"] == 1.4e12 * 4.0
+    assert r["ratio"] == (1.4e12 * 4.0) / (400e9 + 1e6)
+    # The mean loss is what the quoted sum implies (8 x 400e9 / 1.4e12 bits/token), marked derived.
+    assert r["mean_loss_bits_per_token"] == 8 * 400e9 / 1.4e12
+    assert {"ratio", "mean_loss_bits_per_token"} <= set(r["derived"])
+    assert "not an independent reproduction" in r["preset"]["note"]
     assert r["hutter"]["record_ratio"] == pytest.approx(1e9 / 110_793_128)
 
 
@@ -33,16 +56,26 @@ def test_llama_preset_cli_prints_inputs_and_arithmetic(capsys):
     assert main(["estimate", "--preset", "llama-65b"]) == 0
     out = capsys.readouterr().out
     for piece in ("1.4e+12 tokens x 4 bytes/token = 5.6e+12 bytes (5.6 TB)",
-                  "1.4e+12 tokens x 2.29 bits/token = 3.206e+12 bits",
-                  "400.751 GB", "= 13.97x", "9.03x", "8.7x", "program size        1,000,000 bytes"):
+                  "training loss sum   4e+11 bytes (400 GB), as given",
+                  "5.6e+12 / 4.00001e+11 = 14x", "2.286 bits/token", "not an input",
+                  "9.03x", "8.7x", "program size        1,000,000 bytes"):
         assert piece in out, piece
+    assert "reproduces" not in out and "mean training loss" not in out
 
 
 def test_preset_override_is_reported():
+    # A mean-loss override replaces the quoted sum: the code is then tokens x mean loss.
     r = est.estimate_preset("llama-65b", mean_loss=1.58, loss_unit="nats")
     assert r["preset"]["overridden"] == ["loss_unit", "mean_loss"]
+    assert "loss_sum_bytes" not in r["inputs"]
     assert r["data_bits"] == pytest.approx(1.4e12 * 1.58 / LN2, rel=1e-12)
-    assert 13.0 <= r["ratio"] <= 15.0
+    assert r["ratio"] == pytest.approx(5.6e12 / (1.4e12 * 1.58 / LN2 / 8 + 1e6), rel=1e-12)
+    r = est.estimate_preset("llama-65b", loss_sum_bytes=700e9)
+    assert r["preset"]["overridden"] == ["loss_sum_bytes"] and r["ratio"] == 5.6e12 / (700e9 + 1e6)
+    with pytest.raises(AnalysisError, match="not both"):
+        est.estimate_preset("llama-65b", mean_loss=2.0, loss_sum_bytes=1e9)
+    with pytest.raises(AnalysisError, match="not a mean loss and a loss sum"):
+        est.estimate(tokens=10, bytes_per_token=1, mean_loss=1, loss_sum_bytes=1)
 
 
 def test_trapezoid_exact_on_linear_curve():

@@ -18,7 +18,7 @@ from conftest import REPO, run_cli, run_train
 
 # ~190 steps of 4 x 32 bytes with the smallest preset; a segment (checkpoint point) every 8 steps.
 SMALL = ["model=nano", "data=pystdlib", "data.max_bytes=24000", "code.batch_size=4", "code.seq_len=32",
-         "code.segment_steps=8", "code.checkpoint_s=0", "code.verify=false", "logger=disabled"]
+         "code.segment_steps=8", "code.checkpoint_s=0", "code.verify=false", "logger=disabled", "baselines=false"]
 
 
 def _train_cmd(*overrides: str) -> list[str]:

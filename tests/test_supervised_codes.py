@@ -106,21 +106,30 @@ def test_all_codes_run_and_the_online_codes_decode_in_a_separate_process(tiny_ru
     summary, out = tiny_run
     rows = {r["code"]: r for r in summary["rows"]}
     assert set(rows) == {"uniform", "two_part_float32", "two_part", "blockwise", "prequential", "variational"}
-    assert rows["uniform"]["bits"] == 300 * math.log2(10) and rows["uniform"]["real_bits"] == 997
+    # ``bits`` leads with the real bitstream where one exists; the ideal length is ``ideal_bits``.
+    assert rows["uniform"]["ideal_bits"] == 300 * math.log2(10) and rows["uniform"]["bits"] == 997
     for code in ("blockwise", "prequential"):
-        assert rows[code]["verified"].startswith("separate process")
+        assert rows[code]["verified"].startswith("separate process") and rows[code]["kind"].startswith("real")
         # The range coder stays within a few words of the ideal length.
-        assert rows[code]["bits"] <= rows[code]["real_bits"] <= rows[code]["bits"] + 96
+        assert rows[code]["ideal_bits"] <= rows[code]["bits"] <= rows[code]["ideal_bits"] + 96
         assert rows[code]["bits"] < rows["uniform"]["bits"]
+        assert rows[code]["bits_per_label"] == rows[code]["bits"] / 300
     assert rows["two_part"]["verified"] == "in-process"
-    assert rows["two_part"]["bits"] <= rows["two_part"]["real_bits"] <= rows["two_part"]["bits"] + 96
+    assert rows["two_part"]["ideal_bits"] <= rows["two_part"]["bits"] <= rows["two_part"]["ideal_bits"] + 96
     assert rows["two_part"]["bits"] < rows["two_part_float32"]["bits"]
     v = rows["variational"]
+    assert v["kind"].startswith("ideal") and v["bits"] == v["ideal_bits"]
     assert v["bits"] == pytest.approx(v["model_cost_bits"] + v["data_bits"]) and v["model_cost_bits"] > 0
     table = Path(summary["paths"]["table"])
     assert table == out / "tables" / "codes_digits.csv" and table.exists()
     assert (out / "figures" / "codes_digits.png").stat().st_size > 0
     assert (out / "figures" / "codes_digits.svg").exists()
+    from mdlbench import provenance
+
+    for path in (table, out / "figures" / "codes_digits.png", out / "figures" / "codes_digits.svg"):
+        (entry,) = provenance.read(path)["results"]
+        assert entry["kind"] == "mdlbench.supervised_labels" and entry["program_bits"] > 0
+        assert provenance.check_file(path) == []  # command, commit, content hash, program bits all current
 
 
 def test_decoder_refuses_corrupted_files_and_missing_cpus(tiny_run, tmp_path):
@@ -191,7 +200,7 @@ def test_mnist5k_reproduces_blier_ollivier_ordering(tmp_path):
 
     d = yaml.safe_load((REPO / "conf" / "experiment" / "codes_mnist5k.yaml").read_text())["supervised"]
     rows = {r["code"]: r for r in run_codes({**d, "out_dir": str(tmp_path), "data_dir": str(DATA_DIR)})["rows"]}
-    bits = {c: r["bits"] for c, r in rows.items()}
+    bits = {c: r["ideal_bits"] for c, r in rows.items()}  # the ordering is of the ideal lengths
     assert bits["uniform"] == 5000 * math.log2(10)
     assert bits["prequential"] < bits["variational"] < bits["two_part"]
     assert max(bits["prequential"], bits["blockwise"], bits["variational"]) < bits["uniform"]

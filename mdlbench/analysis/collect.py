@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from mdlbench import provenance
 from mdlbench.analysis import AnalysisError
 
 # Keys of the curves table, in this order, taken from the job's summary.
@@ -244,6 +245,9 @@ def write_tables(sweep: Sweep, out_dir: str | os.PathLike, name: str) -> list[Pa
     """Writes ``<name>.csv/.parquet`` and ``<name>_curves.csv/.parquet`` into ``out_dir``, and
     ``<name>_entities.csv/.parquet`` when the sweep has an entities table.
 
+    Each file gets its provenance sidecar (:mod:`mdlbench.provenance`); the runs table's keeps one
+    entry per row (``job.dir``) with the config and program bits its run recorded.
+
     Returns:
       The written paths (CSV then Parquet of each table, in that order).
     """
@@ -257,8 +261,40 @@ def write_tables(sweep: Sweep, out_dir: str | os.PathLike, name: str) -> list[Pa
         csv_path, parquet_path = out / f"{stem}.csv", out / f"{stem}.parquet"
         table.to_csv(csv_path, index=False)
         _arrow_safe(table).to_parquet(parquet_path, index=False)
+        if table is sweep.runs:
+            rows = _row_results(sweep)
+            for path in (csv_path, parquet_path):
+                provenance.write(path, results=rows, row_key=["job.dir"] if path == csv_path else None)
+        else:
+            for path in (csv_path, parquet_path):
+                provenance.write(path)
         written += [csv_path, parquet_path]
     return written
+
+
+def _row_results(sweep: Sweep) -> list[dict[str, Any]]:
+    """One provenance entry per row of the runs table, from each job's own ``summary.json``."""
+    from mdlbench import config as config_lib
+
+    out = []
+    for rel in sweep.runs["job.dir"] if "job.dir" in sweep.runs else []:
+        job = sweep.root / rel
+        summary = _read_summary(job / "summary.json") if (job / "summary.json").is_file() else {}
+        summary = summary if isinstance(summary, dict) else {}
+        config, code = summary.get("config"), summary.get("code") or {}
+        if summary.get("kind") == "capacity" or not isinstance(config, dict) or "program_bits" not in code:
+            # Ideal code lengths (capacity), or a summary without a program: no coded result to recheck.
+            out.append(provenance.result([rel], config_sha256=summary.get("config_hash")))
+            continue
+        config = {**config, "run_dir": ""}  # where it ran is not what it coded
+        prog = summary.get("program") if isinstance(summary.get("program"), dict) else {}
+        try:
+            chash = config_lib.config_hash(config_lib.from_dict(config))
+        except (config_lib.ConfigError, KeyError, TypeError, ValueError):
+            chash = None  # today's code refuses the old config: the provenance check reports it
+        out.append(provenance.result([rel], kind=provenance.PREQUENTIAL, config=config, config_sha256=chash,
+                                     program_bits=code["program_bits"], source_sha256=prog.get("source_sha256")))
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

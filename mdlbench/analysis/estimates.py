@@ -7,6 +7,11 @@ log the loss every so often, so the sum is an integral over a sparse curve. This
 that arithmetic, shows every step of it, and checks it against mdlbench runs whose code length
 is known exactly (``code.bits`` of a verified bitstream).
 
+The ``llama-65b`` preset is the talk's arithmetic on the talk's quoted figures (5.6 TB of text,
+a summed training loss of ~400 GB): it checks that arithmetic and nothing else. The talk does
+not give the loss curve, so its ~400 GB is taken as quoted; the mean loss it implies is printed
+as a consequence, never used as an input.
+
 Interpolation (used everywhere here, and printed with every curve estimate): the loss is
 piecewise-linear in tokens between logged points (the trapezoid rule); before the first point it
 is held constant at the first point's value back to 0 tokens; after the last point, up to the
@@ -60,37 +65,45 @@ HUTTER_THEN_BEST_RATIO: float = 8.7
 class Preset:
     """Published summary figures for one model, with where each number comes from.
 
+    A preset gives the summed code length of the data either directly (``loss_sum_bytes``, a
+    total quoted by its source) or as ``tokens x mean_loss``; exactly one of the two is set.
+
     Attributes:
       tokens: tokens trained on (one epoch).
-      mean_loss: mean training loss per token over that epoch, in ``loss_unit``.
-      loss_unit: ``bits`` or ``nats``.
       bytes_per_token: average raw bytes per token of the tokenizer on the training mix.
       program_bytes: size of the program (code that defines model, data order and training).
+      loss_sum_bytes: sum of the per-token training losses over the epoch, as a size in bytes
+        (bits / 8), as quoted by the source; None when ``mean_loss`` is given instead.
+      mean_loss: mean training loss per token over that epoch, in ``loss_unit``; None when
+        ``loss_sum_bytes`` is given.
+      loss_unit: ``bits`` or ``nats`` (unit of ``mean_loss`` and of command-line overrides).
       source: where the figures come from.
-      note: what is approximate about them.
+      note: what is approximate about them, and what the estimate does and does not show.
     """
 
     tokens: float
-    mean_loss: float
-    loss_unit: str
     bytes_per_token: float
     program_bytes: float
     source: str
     note: str
+    loss_sum_bytes: float | None = None
+    mean_loss: float | None = None
+    loss_unit: str = "bits"
 
 
 PRESETS: dict[str, Preset] = {
     "llama-65b": Preset(
         tokens=1.4e12,
-        mean_loss=2.29,
-        loss_unit="bits",
         bytes_per_token=4.0,
         program_bytes=1e6,
+        loss_sum_bytes=400e9,
         source='Rae, "Compression for AGI", Stanford MLSys seminar, 2023 (Llama 65B, Touvron et al. 2023)',
         note=(
-            "1.4T training tokens and ~4 bytes/token as quoted in the talk; the mean loss 2.29 bits/token "
-            "(= 1.587 nats/token) is the figure that reproduces the talk's ~400 GB sum of the training "
-            "loss; program ~1 MB is the talk's order of magnitude"
+            "every input is a figure quoted in the talk: 1.4T training tokens, ~4 bytes/token, the sum of "
+            "the training loss ~400 GB and a program of ~1 MB. The ratio is the talk's own arithmetic "
+            "redone (text bytes / summed code length), not an independent reproduction: no loss curve or "
+            "bitstream is measured here, and the mean loss it implies (~2.29 bits/token) is a consequence "
+            "of the quoted sum, not an input"
         ),
     ),
 }
@@ -233,11 +246,15 @@ def hutter_comparison(ratio: float) -> dict[str, Any]:
 
 def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: float | None = None,
              curve: tuple[Sequence[float], Sequence[float]] | None = None, loss_unit: str = "nats",
-             program_bytes: float = 0.0) -> dict[str, Any]:
+             loss_sum_bytes: float | None = None, program_bytes: float = 0.0) -> dict[str, Any]:
     """Description length and compression ratio from a loss curve or from summary figures.
 
-    Give either ``curve`` (with ``tokens`` optionally the total trained on, default the last
-    point) or ``tokens`` and ``mean_loss``.
+    Give one of: ``curve`` (with ``tokens`` optionally the total trained on, default the last
+    point); ``tokens`` and ``mean_loss``; or ``tokens`` and ``loss_sum_bytes`` (a summed code
+    length quoted as it is, e.g. a talk's total). In every case
+
+        ratio = raw text bytes / (summed per-token loss in bytes + program bytes),
+        raw text bytes = tokens x bytes_per_token.
 
     Args:
       bytes_per_token: raw bytes per token (1 for byte-level models).
@@ -245,14 +262,17 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
       mean_loss: mean per-token training loss over those tokens, in ``loss_unit``.
       curve: ``(tokens_seen, loss)`` sparse points, loss in ``loss_unit``.
       loss_unit: ``nats`` or ``bits``.
+      loss_sum_bytes: the sum of the per-token losses over all tokens, as a size in bytes
+        (bits / 8), taken as given.
       program_bytes: program size added to the compressed size.
 
     Returns:
       A dict with ``inputs``, ``interpolation`` (None for summary figures), ``tokens``,
       ``raw_bytes``, ``data_bits``, ``data_bytes``, ``program_bytes``, ``compressed_bytes``,
-      ``ratio``, ``mean_loss_bits_per_token``, ``mean_loss_nats_per_token``,
-      ``data_bits_per_byte``, ``bits_per_byte`` (program included), ``hutter`` and
-      ``arithmetic`` (the computation as printable lines).
+      ``ratio``, ``mean_loss_bits_per_token``, ``mean_loss_nats_per_token`` (derived from the
+      sum when ``loss_sum_bytes`` is given), ``data_bits_per_byte``, ``bits_per_byte`` (program
+      included), ``derived`` (names of the results that follow from the inputs rather than
+      being inputs), ``hutter`` and ``arithmetic`` (the computation as printable lines).
 
     Raises:
       AnalysisError: missing, contradictory or out-of-range inputs.
@@ -262,12 +282,15 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
         raise AnalysisError(f"bytes per token must be a positive number, got {bytes_per_token}")
     if not (program_bytes >= 0 and math.isfinite(program_bytes)):
         raise AnalysisError(f"program size must be a non-negative number of bytes, got {program_bytes}")
+    given = [name for name, v in (("a loss curve", curve), ("a mean loss", mean_loss),
+                                  ("a loss sum", loss_sum_bytes)) if v is not None]
+    if len(given) > 1:
+        raise AnalysisError(f"give one of a loss curve, a mean loss or a loss sum, not {' and '.join(given)}")
     inputs: dict[str, Any] = {"bytes_per_token": bytes_per_token, "program_bytes": program_bytes,
                               "loss_unit": loss_unit}
     lines: list[str] = []
+    interpolation: str | None = None
     if curve is not None:
-        if mean_loss is not None:
-            raise AnalysisError("give either a loss curve or a mean loss, not both")
         x, y = (np.asarray(c, dtype=np.float64) for c in curve)
         data_bits = integrate_curve(x, y, loss_unit, total_tokens=tokens)
         total = float(x[-1] if tokens is None else tokens)
@@ -275,25 +298,33 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
             raise AnalysisError("a loss curve must reach past 0 tokens")
         inputs.update({"curve_points": int(x.size), "curve_first_tokens": float(x[0]),
                        "curve_last_tokens": float(x[-1]), "tokens": total})
-        interpolation: str | None = INTERPOLATION
+        interpolation = INTERPOLATION
         conversion = ", nats / ln 2" if loss_unit == "nats" else ""
         lines.append(f"data code    = integral of loss over {_num(total)} tokens ({x.size} points{conversion})")
         lines.append(f"             = {_num(data_bits)} bits (mean {data_bits / total:.6g} bits/token)")
     else:
-        if tokens is None or mean_loss is None:
-            raise AnalysisError("give a loss curve, or both a token count and a mean loss")
+        if tokens is None or (mean_loss is None and loss_sum_bytes is None):
+            raise AnalysisError("give a loss curve, or a token count with a mean loss or a loss sum")
         if not (tokens > 0 and math.isfinite(tokens)):
             raise AnalysisError(f"token count must be positive, got {tokens}")
-        if not (mean_loss >= 0 and math.isfinite(mean_loss)):
-            raise AnalysisError(f"mean loss must be a non-negative number, got {mean_loss}")
         total = float(tokens)
-        interpolation = None
-        inputs.update({"tokens": total, "mean_loss": mean_loss})
-        mean_bits = mean_loss * scale
-        if loss_unit != "bits":
-            lines.append(f"mean loss    = {mean_loss:.6g} {loss_unit}/token / ln 2 = {mean_bits:.6g} bits/token")
-        data_bits = total * mean_bits
-        lines.append(f"data code    = {_num(total)} tokens x {mean_bits:.6g} bits/token = {_num(data_bits)} bits")
+        if loss_sum_bytes is not None:
+            if not (loss_sum_bytes >= 0 and math.isfinite(loss_sum_bytes)):
+                raise AnalysisError(f"the loss sum must be a non-negative number of bytes, got {loss_sum_bytes}")
+            inputs.update({"tokens": total, "loss_sum_bytes": float(loss_sum_bytes)})
+            data_bits = 8.0 * float(loss_sum_bytes)
+            lines.append(f"data code    = {_num(loss_sum_bytes)} bytes ({_si_bytes(loss_sum_bytes)}): "
+                         "the summed per-token loss, as given (an input, not computed here)")
+            lines.append(f"             = {_num(loss_sum_bytes)} bytes x 8 = {_num(data_bits)} bits")
+        else:
+            if not (mean_loss >= 0 and math.isfinite(mean_loss)):
+                raise AnalysisError(f"mean loss must be a non-negative number, got {mean_loss}")
+            inputs.update({"tokens": total, "mean_loss": mean_loss})
+            mean_bits = mean_loss * scale
+            if loss_unit != "bits":
+                lines.append(f"mean loss    = {mean_loss:.6g} {loss_unit}/token / ln 2 = {mean_bits:.6g} bits/token")
+            data_bits = total * mean_bits
+            lines.append(f"data code    = {_num(total)} tokens x {mean_bits:.6g} bits/token = {_num(data_bits)} bits")
     raw_bytes = total * bytes_per_token
     data_bytes = data_bits / 8.0
     compressed = data_bytes + program_bytes
@@ -302,13 +333,22 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
     ratio = raw_bytes / compressed
     lines[:0] = [f"raw size     = {_num(total)} tokens x {bytes_per_token:g} bytes/token = "
                  f"{_num(raw_bytes)} bytes ({_si_bytes(raw_bytes)})"]
+    if loss_sum_bytes is None:
+        lines.append(f"             = {_num(data_bits)} bits / 8 = {_num(data_bytes)} bytes ({_si_bytes(data_bytes)})")
     lines += [
-        f"             = {_num(data_bits)} bits / 8 = {_num(data_bytes)} bytes ({_si_bytes(data_bytes)})",
         f"compressed   = {_num(data_bytes)} bytes + {_num(program_bytes)} bytes program = "
         f"{_num(compressed)} bytes ({_si_bytes(compressed)})",
-        f"ratio        = {_num(raw_bytes)} / {_num(compressed)} = {ratio:.4g}x",
+        f"ratio        = raw bytes / compressed = {_num(raw_bytes)} / {_num(compressed)} = {ratio:.4g}x",
         f"bits/byte    = 8 x {_num(compressed)} / {_num(raw_bytes)} = {8.0 * compressed / raw_bytes:.4g}",
     ]
+    derived = ["raw_bytes", "compressed_bytes", "ratio", "bits_per_byte"]
+    if loss_sum_bytes is not None:
+        # The mean loss is what the given sum implies; printing it as an input would make the
+        # estimate look like it was computed from it.
+        lines.append(f"implied mean = {_num(data_bits)} bits / {_num(total)} tokens = {data_bits / total:.4g} "
+                     f"bits/token ({data_bits / total * math.log(2.0):.4g} nats/token): follows from the "
+                     "given sum, not an input")
+        derived += ["mean_loss_bits_per_token", "mean_loss_nats_per_token"]
     return {
         "inputs": inputs,
         "interpolation": interpolation,
@@ -323,6 +363,7 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
         "mean_loss_nats_per_token": data_bits / total * math.log(2.0),
         "data_bits_per_byte": data_bits / raw_bytes,
         "bits_per_byte": 8.0 * compressed / raw_bytes,
+        "derived": derived,
         "hutter": hutter_comparison(ratio),
         "arithmetic": lines,
     }
@@ -331,19 +372,30 @@ def estimate(*, bytes_per_token: float, tokens: float | None = None, mean_loss: 
 def estimate_preset(name: str, **overrides: Any) -> dict[str, Any]:
     """:func:`estimate` from a named :data:`PRESETS` entry; keyword arguments override its figures.
 
+    A ``mean_loss`` override replaces the preset's quoted ``loss_sum_bytes`` (the code length is
+    then ``tokens x mean_loss``), and a ``loss_sum_bytes`` override replaces its ``mean_loss``.
+
     Raises:
-      AnalysisError: unknown preset or override.
+      AnalysisError: unknown preset or override, or both a mean loss and a loss sum overridden.
     """
     if name not in PRESETS:
         raise AnalysisError(f"unknown preset {name!r}: known presets are {', '.join(PRESETS)}")
     p = PRESETS[name]
-    values = {"tokens": p.tokens, "mean_loss": p.mean_loss, "loss_unit": p.loss_unit,
-              "bytes_per_token": p.bytes_per_token, "program_bytes": p.program_bytes}
+    values = {"tokens": p.tokens, "mean_loss": p.mean_loss, "loss_sum_bytes": p.loss_sum_bytes,
+              "loss_unit": p.loss_unit, "bytes_per_token": p.bytes_per_token, "program_bytes": p.program_bytes}
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise AnalysisError(f"cannot override {', '.join(unknown)} in a preset; known: {', '.join(values)}")
-    overridden = sorted(k for k, v in overrides.items() if v is not None and v != values[k])
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "mean_loss" in given and "loss_sum_bytes" in given:
+        raise AnalysisError("give either a mean loss or a loss sum, not both")
+    overridden = sorted(k for k, v in given.items() if v != values[k])
+    values.update(given)
+    # The two ways of giving the code length exclude each other: the overridden one wins.
+    if "mean_loss" in given:
+        values["loss_sum_bytes"] = None
+    elif "loss_sum_bytes" in given:
+        values["mean_loss"] = None
     out = estimate(**values)
     out["preset"] = {"name": name, "source": p.source, "note": p.note, "overridden": overridden}
     return out
@@ -519,6 +571,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--tokens", type=float, metavar="N",
                      help="tokens trained on (with --mean-loss; with --curve: total, if past the last point)")
     src.add_argument("--mean-loss", type=float, metavar="X", help="mean per-token training loss over the epoch")
+    src.add_argument("--loss-sum-bytes", type=float, metavar="S",
+                     help="with --tokens: the summed per-token training loss as a size in bytes (a quoted total)")
     src.add_argument("--run", metavar="RUN_DIR", help="an mdlbench run directory: estimate from its logged losses")
     parser.add_argument("--loss-unit", metavar="UNIT", help="unit of the loss per token: nats (default) or bits")
     parser.add_argument("--bytes-per-token", type=float, metavar="B", help="raw bytes per token (1 for bytes)")
@@ -549,22 +603,24 @@ def command(args: argparse.Namespace) -> int:
         raise AnalysisError("--every applies to --run only")
     if args.preset:
         result = estimate_preset(args.preset, tokens=args.tokens, mean_loss=args.mean_loss,
-                                 loss_unit=args.loss_unit, bytes_per_token=args.bytes_per_token,
-                                 program_bytes=args.program_bytes)
+                                 loss_sum_bytes=args.loss_sum_bytes, loss_unit=args.loss_unit,
+                                 bytes_per_token=args.bytes_per_token, program_bytes=args.program_bytes)
     else:
         if args.bytes_per_token is None:
-            raise AnalysisError("--bytes-per-token is required with --curve or --tokens/--mean-loss")
+            raise AnalysisError("--bytes-per-token is required with --curve or --tokens/--mean-loss/--loss-sum-bytes")
         common = {"bytes_per_token": args.bytes_per_token, "loss_unit": args.loss_unit or "nats",
                   "program_bytes": args.program_bytes or 0.0}
         if args.curve:
-            if args.mean_loss is not None:
-                raise AnalysisError("give either --curve or --mean-loss, not both")
+            if args.mean_loss is not None or args.loss_sum_bytes is not None:
+                raise AnalysisError("give either --curve or --mean-loss/--loss-sum-bytes, not both")
             result = estimate(curve=read_curve_csv(args.curve), tokens=args.tokens, **common)
             result["inputs"]["curve_file"] = args.curve
-        elif args.tokens is not None or args.mean_loss is not None:
-            result = estimate(tokens=args.tokens, mean_loss=args.mean_loss, **common)
+        elif args.tokens is not None or args.mean_loss is not None or args.loss_sum_bytes is not None:
+            result = estimate(tokens=args.tokens, mean_loss=args.mean_loss, loss_sum_bytes=args.loss_sum_bytes,
+                              **common)
         else:
-            raise AnalysisError("nothing to estimate: give --preset, --curve, --tokens with --mean-loss, or --run")
+            raise AnalysisError("nothing to estimate: give --preset, --curve, --tokens with --mean-loss or "
+                                "--loss-sum-bytes, or --run")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -576,7 +632,8 @@ def _print_estimate(r: dict[str, Any]) -> None:
     out = sys.stdout.write
     if "preset" in r:
         p = r["preset"]
-        out(f"Rae-style compression estimate: preset {p['name']}\n  source: {p['source']}\n  note:   {p['note']}\n")
+        out(f"Rae-style compression estimate: preset {p['name']} (the source's arithmetic on its quoted figures)\n"
+            f"  source: {p['source']}\n  note:   {p['note']}\n")
         if p["overridden"]:
             out(f"  overridden on the command line: {', '.join(p['overridden'])}\n")
     else:
@@ -590,9 +647,13 @@ def _print_estimate(r: dict[str, Any]) -> None:
         out(f"  tokens trained on   {_num(inp['tokens'])}\n")
     else:
         out(f"  tokens trained on   {_num(inp['tokens'])}\n")
-        other = (f"{r['mean_loss_nats_per_token']:.4f} nats/token" if inp["loss_unit"] == "bits"
-                 else f"{r['mean_loss_bits_per_token']:.4f} bits/token")
-        out(f"  mean training loss  {inp['mean_loss']:g} {inp['loss_unit']}/token (= {other})\n")
+        if "loss_sum_bytes" in inp:
+            out(f"  training loss sum   {_num(inp['loss_sum_bytes'])} bytes ({_si_bytes(inp['loss_sum_bytes'])}), "
+                "as given\n")
+        else:
+            other = (f"{r['mean_loss_nats_per_token']:.4f} nats/token" if inp["loss_unit"] == "bits"
+                     else f"{r['mean_loss_bits_per_token']:.4f} bits/token")
+            out(f"  mean training loss  {inp['mean_loss']:g} {inp['loss_unit']}/token (= {other})\n")
     out(f"  bytes per token     {inp['bytes_per_token']:g}\n")
     out(f"  program size        {_num(inp['program_bytes'])} bytes ({_si_bytes(inp['program_bytes'])})\n")
     if r["interpolation"]:

@@ -22,8 +22,16 @@ together. When every parameter count has a single run, it resamples the log-spac
 instead (``ci_method == "residuals"``). The interval is estimate +- t(dof) x bootstrap standard
 error, corrected for the few runs per size (see :func:`_bootstrap` and :func:`_intervals`).
 
-The returned dicts hold plain floats and tuples only, so they can go straight into a table or
-JSON file.
+Every fit is judged before it is reported (:func:`assess`): ``identifiable`` is False when the
+points cannot pin the law down (fewer distinct model sizes, or data amounts, than the law has
+parameters plus one; no confidence interval; an interval spanning more than two orders of
+magnitude or reaching a bound of the optimiser, e.g. E = 0), and ``valid`` is False when the
+asymptote E lies below the known entropy rate of the source: no code can have that, since
+cross-entropy = entropy + KL >= entropy. ``status`` says which, in words, for tables and figures;
+``flags`` gives the reasons.
+
+The returned dicts hold plain floats, strings and tuples only, so they can go straight into a
+table or JSON file.
 """
 
 from __future__ import annotations
@@ -37,6 +45,17 @@ from scipy import optimize, stats
 from mdlbench.analysis import AnalysisError
 
 _EXPONENT_BOUNDS = (1e-4, 5.0)
+# A confidence interval wider than this ratio (hi / lo) leaves a positive parameter unknown to
+# within two orders of magnitude: the fit then says nothing about it.
+MAX_CI_RATIO = 100.0
+# Distinct values needed along each axis: the parameters of that axis's terms plus one, so that
+# at least one degree of freedom is left to test the law (3 points fit E + A N^-alpha exactly).
+MIN_SIZES_POWER_LAW = 4
+MIN_SIZES_CHINCHILLA = 4   # E, A, alpha along N, plus one
+MIN_DATA_CHINCHILLA = 4    # E, B, beta along D, plus one
+STATUS_OK = "ok"
+STATUS_NOT_IDENTIFIABLE = "not identifiable"
+STATUS_INVALID = "invalid: E below entropy rate"
 # Fractions of min(L) tried as initial guesses for E: E is below every observed loss.
 _E_FRACTIONS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98)
 
@@ -273,6 +292,79 @@ def _intervals(p_raw: np.ndarray, draws_raw: np.ndarray, inflation: float, dof: 
     return [(float(a), float(b)) for a, b in zip(to_natural(lo), to_natural(hi))]
 
 
+# --------------------------------------------------------------------------- judging a fit
+
+# Bounds of each natural parameter (those of the optimiser; A and B are unbounded above).
+_BOUNDS = {"E": (0.0, np.inf), "A": (0.0, np.inf), "B": (0.0, np.inf),
+           "alpha": _EXPONENT_BOUNDS, "beta": _EXPONENT_BOUNDS}
+# An estimate or interval end this close to a bound (relative, or absolute for a bound at 0) is
+# "at the bound": the optimiser was stopped by it, not by the data.
+_BOUND_TOL = 1e-6
+
+
+def _at(value: float, bound: float) -> bool:
+    return abs(value - bound) <= _BOUND_TOL * max(abs(bound), 1e-3)
+
+
+def assess(fit: dict[str, Any], names: tuple[str, ...], *, min_sizes: int, min_data: int | None = None,
+           entropy_rate_bits: float | None = None, max_ci_ratio: float = MAX_CI_RATIO) -> dict[str, Any]:
+    """Judges whether a fit is identifiable from its points and possible for a code.
+
+    Not identifiable when any of: fewer than ``min_sizes`` distinct parameter counts (or
+    ``min_data`` distinct data amounts); no confidence interval; a parameter's estimate or
+    interval at a bound of the optimiser (E = 0, an exponent at 1e-4 or 5); a positive
+    parameter's interval wider than ``max_ci_ratio`` (hi / lo). Invalid when E is below
+    ``entropy_rate_bits``: a code's asymptote cannot lie below the source's entropy rate.
+
+    Args:
+      fit: a dict from :func:`fit_power_law` or :func:`fit_chinchilla` (estimates, ``*_ci``,
+        ``n_sizes``, and ``n_data`` when ``min_data`` is given).
+      names: the law's parameter names, e.g. ``("E", "A", "alpha")``.
+      min_sizes: distinct parameter counts needed.
+      min_data: distinct data amounts needed (Chinchilla form), or None.
+      entropy_rate_bits: the source's entropy rate in the loss's units, where known.
+      max_ci_ratio: widest acceptable hi / lo of an interval.
+
+    Returns:
+      ``identifiable`` (bool), ``valid`` (False only when E is below a known entropy rate),
+      ``status`` (:data:`STATUS_INVALID`, :data:`STATUS_NOT_IDENTIFIABLE` or :data:`STATUS_OK`,
+      in that order of precedence), ``flags`` (the reasons, ``"; "``-separated, empty when ok)
+      and ``entropy_rate_bits``.
+    """
+    not_ident: list[str] = []
+    if fit["n_sizes"] < min_sizes:
+        not_ident.append(f"{fit['n_sizes']} distinct model sizes (needs >= {min_sizes}: one more than the law's "
+                         "parameters along N)")
+    if min_data is not None and fit["n_data"] < min_data:
+        not_ident.append(f"{fit['n_data']} distinct data amounts (needs >= {min_data}: one more than the law's "
+                         "parameters along D)")
+    cis = {k: fit[f"{k}_ci"] for k in names}
+    if any(not (np.isfinite(lo) and np.isfinite(hi)) for lo, hi in cis.values()):
+        not_ident.append(f"no confidence interval ({fit.get('n_boot', 0)} bootstrap refits)")
+    else:
+        for k in names:
+            lo, hi = cis[k]
+            b_lo, b_hi = _BOUNDS[k]
+            if _at(fit[k], b_lo) or (np.isfinite(b_hi) and _at(fit[k], b_hi)):
+                bound = b_lo if _at(fit[k], b_lo) else b_hi
+                not_ident.append(f"{k} = {fit[k]:.3g} sits at its bound {bound:g}")
+            elif lo <= b_lo or _at(lo, b_lo) or (np.isfinite(b_hi) and (hi >= b_hi or _at(hi, b_hi))):
+                bound = b_lo if (lo <= b_lo or _at(lo, b_lo)) else b_hi
+                not_ident.append(f"{k}'s CI [{lo:.3g}, {hi:.3g}] reaches its bound {bound:g}")
+            elif hi / lo > max_ci_ratio:
+                not_ident.append(f"{k}'s CI [{lo:.3g}, {hi:.3g}] spans {np.log10(hi / lo):.1f} orders of magnitude")
+    invalid: list[str] = []
+    h = entropy_rate_bits
+    if h is not None and np.isfinite(h) and fit["E"] < h:
+        whole = "; so does its whole CI" if cis["E"][1] < h else ""
+        invalid.append(f"E = {fit['E']:.4g} is below the entropy rate {h:.4g} ({100 * (fit['E'] / h - 1):+.1f} %)"
+                       f"{whole}")
+    status = STATUS_INVALID if invalid else STATUS_NOT_IDENTIFIABLE if not_ident else STATUS_OK
+    return {"identifiable": not not_ident, "valid": not invalid, "status": status,
+            "flags": "; ".join(invalid + not_ident),
+            "entropy_rate_bits": float(h) if h is not None and np.isfinite(h) else None}
+
+
 # --------------------------------------------------------------------------- public fits
 
 
@@ -286,6 +378,7 @@ def fit_power_law(
     ci: float = 0.95,
     robust_loss: str = "soft_l1",
     f_scale: float = 0.05,
+    entropy_rate_bits: float | None = None,
 ) -> dict[str, Any]:
     """Fits ``L(N) = E + A * N**-alpha`` with E >= 0, in log space, plus bootstrap CIs.
 
@@ -301,12 +394,15 @@ def fit_power_law(
         the default ``soft_l1`` is quadratic for relative residuals below ``f_scale`` and linear
         above, so one diverged run does not drag the fit).
       f_scale: relative residual at which ``robust_loss`` turns linear.
+      entropy_rate_bits: the source's entropy rate in the loss's units, where known: an E below
+        it marks the fit invalid.
 
     Returns:
       A dict with ``E``, ``A``, ``alpha``; ``E_ci``, ``A_ci``, ``alpha_ci`` ((lo, hi) tuples);
       ``ci_level``, ``n_boot`` (successful resamples), ``ci_method`` (``runs`` or ``residuals``),
-      ``ci_dof`` (degrees of freedom of the t quantile), ``n_points``, ``n_sizes`` (distinct N)
-      and ``rmse_log`` (root-mean-square log residual).
+      ``ci_dof`` (degrees of freedom of the t quantile), ``n_points``, ``n_sizes`` (distinct N),
+      ``rmse_log`` (root-mean-square log residual), and :func:`assess`'s ``identifiable``,
+      ``valid``, ``status``, ``flags``, ``entropy_rate_bits``.
 
     Raises:
       AnalysisError: inputs of different lengths, non-positive or non-finite values, or fewer
@@ -342,13 +438,15 @@ def fit_power_law(
     rng = np.random.default_rng(seed)
     draws, method, inflation, dof = _bootstrap(refit, n, g, log_resid, 3, n_boot, rng)
     cis = _intervals(p, draws, inflation, dof, ci, to_natural)
-    return {
+    out = {
         "E": float(p[0]), "A": float(np.exp(p[1])), "alpha": float(p[2]),
         "E_ci": cis[0], "A_ci": cis[1], "alpha_ci": cis[2],
         "ci_level": float(ci), "n_boot": int(draws.shape[0]), "ci_method": method, "ci_dof": dof,
         "n_points": int(size), "n_sizes": int(n_sizes),
         "rmse_log": float(np.sqrt(np.mean(log_resid**2))),
     }
+    out.update(assess(out, ("E", "A", "alpha"), min_sizes=MIN_SIZES_POWER_LAW, entropy_rate_bits=entropy_rate_bits))
+    return out
 
 
 def fit_chinchilla(
@@ -362,6 +460,7 @@ def fit_chinchilla(
     ci: float = 0.95,
     robust_loss: str = "soft_l1",
     f_scale: float = 0.05,
+    entropy_rate_bits: float | None = None,
 ) -> dict[str, Any]:
     """Fits ``L(N, D) = E + A / N**alpha + B / D**beta`` in log space, plus bootstrap CIs.
 
@@ -376,11 +475,14 @@ def fit_chinchilla(
       ci: confidence level of the intervals.
       robust_loss: ``least_squares`` loss on the log residuals (see :func:`fit_power_law`).
       f_scale: relative residual at which ``robust_loss`` turns linear.
+      entropy_rate_bits: the source's entropy rate in the loss's units, where known: an E below
+        it marks the fit invalid.
 
     Returns:
       A dict with ``E``, ``A``, ``alpha``, ``B``, ``beta``, their ``*_ci`` (lo, hi) tuples,
-      ``ci_level``, ``n_boot``, ``ci_method``, ``ci_dof``, ``n_points``, ``n_sizes`` and
-      ``rmse_log``.
+      ``ci_level``, ``n_boot``, ``ci_method``, ``ci_dof``, ``n_points``, ``n_sizes``,
+      ``n_data`` (distinct D), ``rmse_log``, and :func:`assess`'s ``identifiable``, ``valid``,
+      ``status``, ``flags``, ``entropy_rate_bits``.
 
     Raises:
       AnalysisError: inputs of different lengths, non-positive or non-finite values, fewer than
@@ -423,7 +525,9 @@ def fit_chinchilla(
     out.update({f"{k}_ci": c for k, c in zip(names, cis)})
     out.update({
         "ci_level": float(ci), "n_boot": int(draws.shape[0]), "ci_method": method, "ci_dof": dof,
-        "n_points": int(size), "n_sizes": int(n_sizes),
+        "n_points": int(size), "n_sizes": int(n_sizes), "n_data": int(n_data),
         "rmse_log": float(np.sqrt(np.mean(log_resid**2))),
     })
+    out.update(assess(out, names, min_sizes=MIN_SIZES_CHINCHILLA, min_data=MIN_DATA_CHINCHILLA,
+                      entropy_rate_bits=entropy_rate_bits))
     return out

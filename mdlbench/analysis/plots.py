@@ -4,21 +4,24 @@ Three figures, each written as ``<name>_<figure>.png`` and ``.svg``:
 
 * ``scaling``: bits/byte against the *measured* parameter count (log-log), final-chunk and
   cumulative side by side, one series per data set (mean over seeds, bars spanning min to max),
-  with the fitted ``E + A * N**-alpha``, E as a dashed asymptote and the source's true entropy
-  rate as a dotted line where it is known.
+  with the fitted ``E + A * N**-alpha``, E as a dashed asymptote with its confidence band and the
+  source's true entropy rate as a dotted line where it is known.
 * ``prequential``: per-chunk (ideal) and cumulative (actual) bits/byte against bytes seen,
-  one line per model size, one column per data set.
+  one line per model size, one column per data set; the per-chunk panels state the Chinchilla fit.
 * ``two_part``: the two-part total (program bits + data bits, in kbit) against model size, with
   its data and program parts, marking the size with the shortest total: beyond it a larger model
   no longer pays for itself.
 
 A knowledge-capacity sweep (``mdlbench.capacity``) gets two figures instead: ``capacity`` (stored
-bits of facts against parameters and FFN parameters, with the fitted bits-per-parameter slope and
-the published ~2 bits/param) and ``retention`` (fraction of an entity's bits kept against how often
+bits of facts against parameters and FFN parameters, each run's stored bits per parameter, a
+fitted slope with its intercept only where the runs span >= 10x in size, and the published ~2
+bits/param) and ``retention`` (fraction of an entity's bits kept against how often
 it was seen, for Zipf-exposure runs); see :func:`make_capacity_figures`.
 
 The fits behind the first figure (and Chinchilla fits of the prequential curves) are written to
-``<name>_fits.csv`` next to the figures and printed. Figures are drawn on
+``<name>_fits.csv`` next to the figures and printed, each with its confidence intervals and its
+verdict (``status``: ok / not identifiable / invalid: E below entropy rate; ``flags``: why; see
+:func:`mdlbench.analysis.fits.assess`). Figures are drawn on
 :class:`matplotlib.figure.Figure` objects with the Agg canvas, never through ``pyplot``, so no
 GUI backend or global state is touched.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +193,10 @@ def scaling_fits(runs: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -> pd.
 
     Returns:
       One row per (series, metric) that could be fitted (>= 3 distinct sizes), with the
-      estimates, their ``_lo`` / ``_hi`` bounds, the true entropy rate where known and
-      ``E_rel_to_entropy`` = E / H - 1; plus ``note`` rows for fits that were skipped or failed.
+      estimates, their ``_lo`` / ``_hi`` bounds, the true entropy rate where known,
+      ``E_rel_to_entropy`` = E / H - 1, and the verdict of :func:`mdlbench.analysis.fits.assess`
+      (``status``, ``identifiable``, ``valid``, ``flags``); plus ``note`` rows for fits that were
+      skipped or failed.
     """
     runs = _with_series(runs)
     rates = _entropy_rates(runs)
@@ -203,18 +209,18 @@ def scaling_fits(runs: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -> pd.
             d[column] = pd.to_numeric(d[column], errors="coerce")
             d = d[d[column] > 0].dropna()
             row: dict[str, Any] = {"series": series, "data.name": data_name, "form": "power_law", "metric": column}
+            # Every metric here is a code length of the data, so none can have an asymptote below
+            # the entropy rate. (The total's E also carries the program's share per byte, so it is
+            # no estimate of the rate, but it is still bounded by it.)
+            h = rates.get(data_name)
             try:
                 fit = fits_lib.fit_power_law(d["model.n_params"], d[column], groups=_groups_of(d),
-                                             n_boot=n_boot, seed=seed)
+                                             n_boot=n_boot, seed=seed, entropy_rate_bits=h)
             except AnalysisError as e:
                 row["note"] = str(e)
                 rows.append(row)
                 continue
             row.update(_fit_row(fit, ("E", "A", "alpha")))
-            # The total includes the program, whose share per byte only vanishes as the data
-            # grows, so its E is not an estimate of the entropy rate.
-            h = rates.get(data_name) if column != TOTAL_METRIC[0] else None
-            row["entropy_rate_bits"] = h
             row["E_rel_to_entropy"] = fit["E"] / h - 1 if h else None
             rows.append(row)
     return pd.DataFrame(rows)
@@ -236,7 +242,8 @@ def chinchilla_fits(curves: pd.DataFrame, runs: pd.DataFrame, *, n_boot: int = 1
       max_points_per_run: thinning of each curve.
 
     Returns:
-      One row per series (estimates, ``_lo`` / ``_hi`` bounds, or a ``note``).
+      One row per series (estimates, ``_lo`` / ``_hi`` bounds and the verdict columns of
+      :func:`scaling_fits`, or a ``note``).
     """
     needed = {"model.n_params", "job.dir", "data_bytes_trained", PER_STEP}
     if curves is None or curves.empty or not needed <= set(curves.columns) or "job.dir" not in runs:
@@ -264,30 +271,49 @@ def chinchilla_fits(curves: pd.DataFrame, runs: pd.DataFrame, *, n_boot: int = 1
             rows.append(row)
             continue
         d = pd.concat(parts)
+        h = rates.get(data_name)
         try:
             fit = fits_lib.fit_chinchilla(d["model.n_params"].astype(float), d["data_bytes_trained"].astype(float),
                                           d[PER_STEP].astype(float), groups=d["job.dir"].to_numpy(),
-                                          n_boot=n_boot, seed=seed)
+                                          n_boot=n_boot, seed=seed, entropy_rate_bits=h)
         except AnalysisError as e:
             row["note"] = str(e)
             rows.append(row)
             continue
         row.update(_fit_row(fit, ("E", "A", "alpha", "B", "beta")))
-        h = rates.get(data_name)
-        row["entropy_rate_bits"] = h
         row["E_rel_to_entropy"] = fit["E"] / h - 1 if h else None
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _fit_row(fit: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
+    # The verdict comes first: a reader of the table sees whether to trust a row before its numbers.
+    row: dict[str, Any] = {k: fit[k] for k in ("status", "identifiable", "valid", "flags")}
     for k in names:
         row[k] = fit[k]
         row[f"{k}_lo"], row[f"{k}_hi"] = fit[f"{k}_ci"]
-    for k in ("n_points", "n_sizes", "n_boot", "ci_level", "ci_method", "rmse_log"):
-        row[k] = fit[k]
+    for k in ("n_points", "n_sizes", "n_data", "n_boot", "ci_level", "ci_method", "rmse_log", "entropy_rate_bits"):
+        if k in fit:
+            row[k] = fit[k]
     return row
+
+
+def _verdict(fit: pd.Series) -> str:
+    """A fit's status for a legend or log line: ``ok``, or the status with its first reason."""
+    status = str(fit.get("status", fits_lib.STATUS_OK))
+    if status == fits_lib.STATUS_OK:
+        return status
+    flags = fit.get("flags")
+    first = str(flags).split("; ")[0] if isinstance(flags, str) and flags else ""
+    return f"{status.upper()} ({first})" if first else status.upper()
+
+
+def _ci(fit: pd.Series, k: str, fmt: str = ".3g") -> str:
+    """``value [lo, hi]`` of parameter ``k``, or ``value [no CI]``."""
+    lo, hi = fit.get(f"{k}_lo"), fit.get(f"{k}_hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return f"{fit[k]:{fmt}} [no CI]"
+    return f"{fit[k]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
 # --------------------------------------------------------------------------- figures
@@ -312,6 +338,10 @@ def _save(fig: Any, stem: Path) -> list[Path]:
     # A fixed hash salt and no date keep re-generated SVGs byte-identical (they may be committed).
     with matplotlib.rc_context({"svg.hashsalt": "mdlbench"}):
         fig.savefig(svg, metadata={"Date": None})
+    from mdlbench import provenance
+
+    for path in (png, svg):
+        provenance.write(path)  # the command and commit that drew it, beside it
     return [png, svg]
 
 
@@ -345,6 +375,10 @@ def _colors(n: int) -> list[Any]:
 def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Path]:
     """Figure (a): bits/byte vs measured parameters, fits, asymptotes and entropy rates.
 
+    Each fit's legend entry carries its verdict (``ok``, ``NOT IDENTIFIABLE (...)`` or ``INVALID:
+    E BELOW ENTROPY RATE (...)``) and every parameter's confidence interval; E's interval is the
+    shaded band. Fits that are not ``ok`` are drawn dashed.
+
     Args:
       runs: usable runs (see :func:`load_tables`).
       fits: :func:`scaling_fits` output (may be empty).
@@ -353,9 +387,15 @@ def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Pat
     Returns:
       The PNG and SVG paths, or [] when no metric column is present.
     """
+    fig = _scaling_figure(runs, fits)
+    return [] if fig is None else _save(fig, stem)
+
+
+def _scaling_figure(runs: pd.DataFrame, fits: pd.DataFrame) -> Any:
+    """The figure of :func:`plot_scaling`, unsaved (None when no metric column is present)."""
     metrics = [m for m in SCALING_METRICS if m[0] in runs]
     if not metrics:
-        return []
+        return None
     runs = _with_series(runs)
     rates = _series_entropy(runs)
     names = sorted(runs["series"].unique())
@@ -376,10 +416,16 @@ def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Pat
                 # From the smallest measured size (a steep fit explodes below it) to 4x the largest.
                 lo, hi = s["model.n_params"].min(), s["model.n_params"].max() * 4
                 grid = np.geomspace(lo, hi, 200)
-                ax.plot(grid, fits_lib.power_law(grid, fit["E"], fit["A"], fit["alpha"]), "-", color=color, lw=1.2,
-                        label=f"fit: {fit['E']:.3f} + {fit['A']:.3g}·N^-{fit['alpha']:.3f}")
-                ax.axhline(fit["E"], ls="--", color=color, lw=1,
-                           label=f"fitted E = {fit['E']:.3f} [{fit['E_lo']:.3f}, {fit['E_hi']:.3f}]")
+                ok = str(fit.get("status", fits_lib.STATUS_OK)) == fits_lib.STATUS_OK
+                # A fit that is invalid or not identifiable is drawn thin and dashed, its verdict
+                # in the legend, so it cannot be mistaken for a measurement.
+                ax.plot(grid, fits_lib.power_law(grid, fit["E"], fit["A"], fit["alpha"]),
+                        ls="-" if ok else (0, (4, 2)), color=color, lw=1.2 if ok else 0.9,
+                        label=f"fit [{_verdict(fit)}]:{' ' if ok else chr(10) + '    '}"
+                              f"A = {_ci(fit, 'A')}, alpha = {_ci(fit, 'alpha')}")
+                ax.axhline(fit["E"], ls="--", color=color, lw=1, label=f"fitted E = {_ci(fit, 'E', '.3f')}")
+                if not (pd.isna(fit.get("E_lo")) or pd.isna(fit.get("E_hi"))):
+                    ax.axhspan(fit["E_lo"], fit["E_hi"], color=color, alpha=0.12, lw=0)
             if name in rates:
                 ax.axhline(rates[name], ls=":", color=color, lw=1.6, label=f"true entropy rate = {rates[name]:.3f}")
         ax.set_xscale("log")
@@ -391,8 +437,9 @@ def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Pat
         ax.set_title(label.split(" (")[0])
         ax.grid(True, which="both", alpha=0.3)
         # Below the axes: the curves run from top left to bottom right and leave no free corner.
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-    return _save(fig, stem)
+        # One column: the fit entries carry their verdicts and intervals and are long.
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
+    return fig
 
 
 def _find_fit(fits: pd.DataFrame, series: str, column: str) -> pd.Series | None:
@@ -402,11 +449,15 @@ def _find_fit(fits: pd.DataFrame, series: str, column: str) -> pd.Series | None:
     return None if hit.empty else hit.iloc[0]
 
 
-def plot_prequential(curves: pd.DataFrame, runs: pd.DataFrame, stem: Path) -> list[Path]:
+def plot_prequential(curves: pd.DataFrame, runs: pd.DataFrame, stem: Path,
+                     fits: pd.DataFrame | None = None) -> list[Path]:
     """Figure (b): per-chunk and cumulative bits/byte vs bytes seen, per model size and data set.
 
     Curves are averaged over seeds step by step. Only runs present in ``runs`` are drawn
-    (so unverified runs follow the same rule as in the other figures).
+    (so unverified runs follow the same rule as in the other figures). With ``fits`` (the
+    :func:`chinchilla_fits` table), each per-chunk panel states its data set's Chinchilla fit:
+    the parameters with their confidence intervals and the verdict, and draws E as a dashed
+    line with its interval shaded.
 
     Returns:
       The PNG and SVG paths, or [] when there is no curve to draw.
@@ -444,6 +495,17 @@ def plot_prequential(curves: pd.DataFrame, runs: pd.DataFrame, stem: Path) -> li
             if data_name in rates:
                 ax.axhline(rates[data_name], ls=":", color="k", lw=1.2,
                            label=f"true entropy rate = {rates[data_name]:.3f}")
+            fit = _chinchilla_of(fits, data_name) if column == PER_STEP else None
+            if fit is not None:
+                ax.axhline(fit["E"], ls="--", color="tab:red", lw=1, label=f"Chinchilla fit E = {_ci(fit, 'E', '.3f')}")
+                if not (pd.isna(fit.get("E_lo")) or pd.isna(fit.get("E_hi"))):
+                    ax.axhspan(fit["E_lo"], fit["E_hi"], color="tab:red", alpha=0.12, lw=0)
+                text = (f"E + A/N^alpha + B/D^beta: {_verdict(fit)}\n"
+                        f"A = {_ci(fit, 'A')}, alpha = {_ci(fit, 'alpha')}\n"
+                        f"B = {_ci(fit, 'B')}, beta = {_ci(fit, 'beta')}")
+                ax.text(0.02, 0.02, "\n".join(textwrap.fill(t, 75) for t in text.split("\n")), transform=ax.transAxes,
+                        fontsize=5.5, va="bottom", ha="left",
+                        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
             ax.set_xscale("log")
             _tidy_log_axis(ax, "x")
             ax.set_xlabel("bytes seen (coded so far)")
@@ -453,6 +515,14 @@ def plot_prequential(curves: pd.DataFrame, runs: pd.DataFrame, stem: Path) -> li
             if i == 0:
                 ax.legend(fontsize=7)
     return _save(fig, stem)
+
+
+def _chinchilla_of(fits: pd.DataFrame | None, data_name: str) -> pd.Series | None:
+    """The fitted Chinchilla row of ``data_name`` (one series per data set), or None."""
+    if fits is None or fits.empty or "E" not in fits or "form" not in fits:
+        return None
+    hit = fits[(fits["form"] == "chinchilla") & (fits["data.name"].astype(str) == data_name) & fits["E"].notna()]
+    return None if len(hit) != 1 else hit.iloc[0]
 
 
 def plot_two_part(runs: pd.DataFrame, stem: Path) -> list[Path]:
@@ -540,19 +610,33 @@ def _linear_fit(x: np.ndarray, y: np.ndarray, ci_level: float) -> dict[str, Any]
     return out
 
 
+# A slope of stored bits against parameters is quoted only over runs spanning at least this
+# factor in size: over a narrow range the line is an extrapolation whose intercept (often tens of
+# kbit below zero) says more than its slope.
+MIN_SLOPE_SPAN = 10.0
+MIN_SLOPE_RUNS = 3  # a slope with a t-interval needs n - 2 >= 1 degrees of freedom
+
+
 def capacity_fits(runs: pd.DataFrame, *, full_fraction: float = 0.8, ci_level: float = 0.95) -> pd.DataFrame:
-    """Slopes of stored (and net) bits against parameters and FFN parameters, above capacity.
+    """Per-run stored bits per parameter and, where the runs allow one, the slope, above capacity.
 
     Only runs above capacity (stored fraction < ``full_fraction``) under uniform exposure enter:
     below capacity the stored bits are capped by the knowledge base, not by the model, and Zipf
-    runs see their facts unequally often. Against all parameters, one fit per planned exposure
-    count; against FFN parameters, one fit per (knowledge base, d_model, n_layers, n_heads): runs
+    runs see their facts unequally often. Against all parameters, one group per planned exposure
+    count; against FFN parameters, one group per (knowledge base, d_model, n_layers, n_heads): runs
     that differ only in FFN width.
 
+    The measurement is each run's ratio (stored bits / parameters). A least-squares slope with its
+    intercept is reported only when the group spans >= :data:`MIN_SLOPE_SPAN` x in the x variable
+    and has >= :data:`MIN_SLOPE_RUNS` runs (``slope_valid``); otherwise the slope columns are empty
+    and ``note`` says why.
+
     Returns:
-      One row per fit: ``metric``, ``x``, ``series``, ``n_runs``, ``slope_bits_per_param`` with
-      ``slope_lo`` / ``slope_hi`` (t-interval at ``ci_level``; NaN with 2 runs), ``intercept_bits``,
-      ``r2``, the per-run ratio ``ratio_bits_per_param_{mean,min,max}``, ``jobs``; or a ``note``.
+      One row per group: ``metric``, ``x``, ``series``, ``n_runs``, ``x_min``, ``x_max``,
+      ``x_span`` (x_max / x_min), the per-run ratio ``ratio_bits_per_param_{mean,min,max}`` and
+      ``ratio_bits_per_param_runs`` (``job=ratio`` pairs), ``slope_valid``, and when valid
+      ``slope_bits_per_param`` with ``slope_lo`` / ``slope_hi`` (t-interval at ``ci_level``),
+      ``intercept_bits`` and ``r2``; ``jobs``; ``note`` where there is something to say.
     """
     runs = runs.copy()
     if "data.exposure" not in runs:
@@ -574,55 +658,76 @@ def capacity_fits(runs: pd.DataFrame, *, full_fraction: float = 0.8, ci_level: f
                     continue
                 x = pd.to_numeric(g[x_col], errors="coerce").to_numpy(float)
                 y = pd.to_numeric(g[y_col], errors="coerce").to_numpy(float)
+                jobs = g["job.dir"].astype(str).to_numpy() if "job.dir" in g else np.array([""] * len(g))
                 ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
-                x, y = x[ok], y[ok]
+                x, y, jobs = x[ok], y[ok], jobs[ok]
                 row: dict[str, Any] = {"metric": y_col, "x": x_col, "series": series, "n_runs": int(len(x)),
                                        "ci_level": ci_level, "full_fraction": full_fraction,
-                                       "jobs": ";".join(g["job.dir"].astype(str)) if "job.dir" in g else ""}
-                if len(np.unique(x)) < 2:
-                    row["note"] = f"{len(x)} run(s) above capacity with {len(np.unique(x))} distinct size(s): no slope"
+                                       "jobs": ";".join(jobs), "slope_valid": False}
+                if len(x) == 0:
+                    continue
+                ratio = y / x
+                span = float(x.max() / x.min())
+                row.update(x_min=float(x.min()), x_max=float(x.max()), x_span=span,
+                           ratio_bits_per_param_mean=float(ratio.mean()), ratio_bits_per_param_min=float(ratio.min()),
+                           ratio_bits_per_param_max=float(ratio.max()),
+                           ratio_bits_per_param_runs=";".join(f"{j}={r:.4g}" for j, r in zip(jobs, ratio)))
+                if len(x) < MIN_SLOPE_RUNS or span < MIN_SLOPE_SPAN:
+                    row["note"] = (f"no slope: {len(x)} run(s) above capacity spanning {span:.2g}x in "
+                                   f"{x_col} ({x.min():,.0f}-{x.max():,.0f}); a slope needs >= {MIN_SLOPE_RUNS} "
+                                   f"runs spanning >= {MIN_SLOPE_SPAN:g}x")
                     rows.append(row)
                     continue
                 f = _linear_fit(x, y, ci_level)
-                ratio = y / x
-                row.update(slope_bits_per_param=f["slope"], slope_lo=f["slope_lo"], slope_hi=f["slope_hi"],
-                           intercept_bits=f["intercept"], r2=f["r2"], ratio_bits_per_param_mean=float(ratio.mean()),
-                           ratio_bits_per_param_min=float(ratio.min()), ratio_bits_per_param_max=float(ratio.max()))
-                if len(x) < 3:
-                    row["note"] = "2 runs: slope without an interval"
+                row.update(slope_valid=True, slope_bits_per_param=f["slope"], slope_lo=f["slope_lo"],
+                           slope_hi=f["slope_hi"], intercept_bits=f["intercept"], r2=f["r2"])
                 rows.append(row)
     if not rows:
-        rows.append({"metric": CAPACITY_Y[0][0], "x": CAPACITY_X[0][0], "n_runs": 0,
+        rows.append({"metric": CAPACITY_Y[0][0], "x": CAPACITY_X[0][0], "n_runs": 0, "slope_valid": False,
                      "note": f"no run under uniform exposure stored less than {full_fraction:.0%} of its knowledge "
                              "base: every model held all it was given (add entities or smaller models)"})
     return pd.DataFrame(rows)
 
 
 def headline_fit(fits: pd.DataFrame, x_col: str = "model.n_params", y_col: str = CAPACITY_Y[0][0]) -> pd.Series | None:
-    """The fit of ``y_col`` (default: stored bits) against ``x_col`` with the most runs."""
-    if fits.empty or "slope_bits_per_param" not in fits:
+    """The group of ``y_col`` (default: stored bits) against ``x_col`` with the most runs above capacity.
+
+    Its headline is the per-run ratio (``ratio_bits_per_param_*``); its slope only where
+    ``slope_valid``.
+    """
+    if fits.empty or "ratio_bits_per_param_mean" not in fits:
         return None
-    f = fits[(fits["metric"] == y_col) & (fits["x"] == x_col) & fits["slope_bits_per_param"].notna()]
+    f = fits[(fits["metric"] == y_col) & (fits["x"] == x_col) & fits["ratio_bits_per_param_mean"].notna()]
     if f.empty:
         return None
     return f.sort_values(["n_runs", "series"], ascending=[False, False], kind="stable").iloc[0]
 
 
 def _fmt_fit(row: pd.Series, y_label: str, x_label: str) -> str:
-    ci = (f"[{row['slope_lo']:.3g}, {row['slope_hi']:.3g}] ({100 * row['ci_level']:.0f} % CI)"
-          if not pd.isna(row.get("slope_lo")) else "(no interval: 2 runs)")
-    return (f"{y_label} vs {x_label}: slope {row['slope_bits_per_param']:.3g} bits per parameter {ci}, "
-            f"{row['n_runs']} runs above capacity ({row['series']}); per-run ratio "
-            f"{row['ratio_bits_per_param_min']:.3g}-{row['ratio_bits_per_param_max']:.3g} bits/param")
+    per = "FFN parameter" if "ffn" in str(row["x"]) else "parameter"
+    line = (f"{y_label} per {per}, per run: {row['ratio_bits_per_param_min']:.3g}-"
+            f"{row['ratio_bits_per_param_max']:.3g} (mean {row['ratio_bits_per_param_mean']:.3g}) over "
+            f"{row['n_runs']} runs above capacity ({row['series']}; {x_label} {row['x_min']:,.0f}-{row['x_max']:,.0f}, "
+            f"{row['x_span']:.2g}x)")
+    if bool(row.get("slope_valid")):
+        ci = (f"[{row['slope_lo']:.3g}, {row['slope_hi']:.3g}] ({100 * row['ci_level']:.0f} % CI)")
+        line += (f"; line: {row['intercept_bits']:+,.0f} bits + {row['slope_bits_per_param']:.3g} {ci} bits "
+                 f"per {per}, r2 {row['r2']:.3f}")
+    else:
+        line += f"; {row.get('note', 'no slope')}"
+    return line
 
 
 def plot_capacity(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path, full_fraction: float) -> list[Path]:
     """Stored bits against parameters (left) and FFN parameters (right), log-log.
 
     Colour: the knowledge base, whose information content is the dashed line of that colour.
-    Filled circles: runs above capacity under uniform exposure (they enter the fits, black lines);
-    hollow circles: runs that stored at least ``full_fraction`` of their base; squares: Zipf
-    exposure (not fitted). Dotted: the published 2 and 1 bits per parameter.
+    Filled circles: runs above capacity under uniform exposure (they enter the per-run ratios and,
+    where they span >= 10x, the fitted line); hollow circles: runs that stored at least
+    ``full_fraction`` of their base; squares: Zipf exposure (not fitted). The number beside each
+    dot is that run's stored bits per parameter (per FFN parameter on the right). Black line: the
+    fitted slope with its intercept, drawn only when ``slope_valid``; otherwise the panel says
+    why there is none. Dotted: the published 2 and 1 bits per parameter.
     """
     from matplotlib.lines import Line2D
 
@@ -646,20 +751,36 @@ def plot_capacity(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path, full_fract
                     ax.scatter(x_all[sel], y_all[sel], s=34, zorder=3, **kw)
             info = float(pd.to_numeric(runs.loc[d, "capacity.information_bits"]).iloc[0])
             ax.axhline(info, ls="--", lw=1, color=color)
-        # One label per model, at its highest point.
+        # One label per model, at its highest point; each run's measured ratio beside its dot.
         for model, g in runs.assign(_x=x_all, _y=y_all).groupby("model.name", sort=True):
             top = g.loc[g["_y"].idxmax()]
             ax.annotate(str(model), (top["_x"], top["_y"]), fontsize=6, xytext=(4, 4), textcoords="offset points",
                         color="0.25")
+        raw_y = pd.to_numeric(runs["capacity.stored_bits"], errors="coerce")
+        for xi, yi, ri in zip(x_all, y_all, raw_y / x_all):
+            if np.isfinite(ri):
+                ax.annotate(f"{ri:.2g}", (xi, yi), fontsize=5.5, xytext=(4, -8), textcoords="offset points",
+                            color="0.35")
         fit_rows = fits[(fits["x"] == x_col) & (fits["metric"] == CAPACITY_Y[0][0])] if "x" in fits else fits
+        no_slope = []
         for _, f in fit_rows.iterrows():
-            if pd.isna(f.get("slope_bits_per_param")):
+            if not bool(f.get("slope_valid")):
+                if f.get("n_runs", 0) >= 2 and not pd.isna(f.get("x_span")):
+                    # The exposure count is the same for all groups of a smoke; the rest says which runs.
+                    short = ", ".join(p for p in str(f["series"]).split(", ") if not p.startswith("exposures="))
+                    no_slope.append(f"{short.replace('name=', '') or 'all runs'}: {f['n_runs']} runs "
+                                    f"span {f['x_span']:.2g}x")
                 continue
             xs = x_all[runs["job.dir"].isin(str(f["jobs"]).split(";"))]
             grid = np.geomspace(xs.min() / 1.1, xs.max() * 1.1, 50)
-            ci = f" [{f['slope_lo']:.2g}, {f['slope_hi']:.2g}]" if not pd.isna(f.get("slope_lo")) else " (no CI)"
+            ci = f" [{f['slope_lo']:.2g}, {f['slope_hi']:.2g}]"
             ax.plot(grid, np.clip(f["intercept_bits"] + f["slope_bits_per_param"] * grid, 1.0, None), "-", color="k",
-                    lw=1.2, label=f"fit, {f['n_runs']} runs: {f['slope_bits_per_param']:.2g}{ci} bits/param")
+                    lw=1.2, label=f"line over {f['n_runs']} runs ({f['x_span']:.2g}x span): "
+                                  f"{f['intercept_bits']:+,.0f} bits + {f['slope_bits_per_param']:.2g}{ci} bits/param")
+        if no_slope:
+            ax.text(0.02, 0.98, f"no slope (needs >= {MIN_SLOPE_RUNS} runs spanning >= {MIN_SLOPE_SPAN:g}x):\n"
+                    + "\n".join(no_slope), transform=ax.transAxes, fontsize=5.5, va="top", ha="left", color="0.2",
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9}, zorder=5)
         if x_col == "model.n_params":
             lo, hi = ax.get_xlim()
             grid = np.geomspace(lo, hi, 20)
@@ -671,14 +792,15 @@ def plot_capacity(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path, full_fract
         _tidy_log_axis(ax, "x")
         ax.set_xlabel(x_label)
         ax.set_ylabel("stored bits of facts (ideal)")
-        ax.set_title(f"stored bits vs {x_label.split(' (')[0]}", fontsize=10)
+        per = "per FFN parameter" if "ffn" in x_col else "per parameter"
+        ax.set_title(f"stored bits vs {x_label.split(' (')[0]}\n(numbers: each run's stored bits {per})", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, loc="best")
     info_of = runs.groupby(runs["data.name"].astype(str))["capacity.information_bits"].first()
     handles = [Line2D([], [], color=colors[kb], ls="--", marker="o", label=f"{kb}: information {info_of[kb]:,.0f} bits")
                for kb in kbs]
-    handles += [Line2D([], [], color="k", marker="o", ls="", label="above capacity, uniform exposure (fitted)"),
+    handles += [Line2D([], [], color="k", marker="o", ls="", label="above capacity, uniform exposure (measured)"),
                 Line2D([], [], color="k", marker="o", mfc="none", ls="",
                        label=f"stored >= {full_fraction:.0%} of its base"),
                 Line2D([], [], color="k", marker="s", ls="", label="Zipf exposure (not fitted)")]
@@ -745,7 +867,9 @@ def make_capacity_figures(runs: pd.DataFrame, entities: pd.DataFrame | None, out
     """Fits and figures of a capacity sweep (``mdlbench.capacity``).
 
     Writes ``<name>_capacity.{png,svg}``, ``<name>_retention.{png,svg}`` (with Zipf runs) and
-    ``<name>_fits.csv`` into ``out_dir``, and logs each run's regime and the bits-per-parameter fits.
+    ``<name>_fits.csv`` into ``out_dir``, and logs each run's regime and stored bits per
+    parameter (the measurement), then the per-run range and, only where the runs span >= 10x in
+    size, the fitted slope with its intercept.
 
     Returns:
       (the fits table, the written paths).
@@ -764,7 +888,8 @@ def make_capacity_figures(runs: pd.DataFrame, entities: pd.DataFrame | None, out
         regime = "above capacity" if full[i] else f"stored >= {full_fraction:.0%} of its knowledge base"
         log(f"{r['data.name']} / {r['model.name']} ({int(r['model.n_params']):,} params): stored "
             f"{r['capacity.stored_bits']:,.0f} of {r['capacity.information_bits']:,.0f} bits "
-            f"({100 * r['capacity.stored_fraction']:.1f} %), net {r['capacity.net_bits']:,.0f}: {regime}")
+            f"({100 * r['capacity.stored_fraction']:.1f} %), net {r['capacity.net_bits']:,.0f}; "
+            f"{r['capacity.stored_bits'] / r['model.n_params']:.3f} stored bits per parameter: {regime}")
     fits = capacity_fits(runs, full_fraction=full_fraction, ci_level=ci_level)
     for x_col, x_label in CAPACITY_X:
         for y_col, y_label in CAPACITY_Y:
@@ -775,12 +900,15 @@ def make_capacity_figures(runs: pd.DataFrame, entities: pd.DataFrame | None, out
         for note in fits.get("note", pd.Series(dtype=object)).dropna():
             log(f"no bits-per-parameter estimate: {note}")
     log("published: about 2 bits per parameter at 1000 exposures, about 1 at 100 "
-        "(Allen-Zhu & Li 2024, Physics of Language Models: Part 3.3)")
+        "(Allen-Zhu & Li 2024, Physics of Language Models: Part 3.3; GPT-2-size models: that regime needs a GPU)")
     out = Path(out_dir)
     written = plot_capacity(runs, fits, out / f"{name}_capacity", full_fraction)
     written += plot_retention(runs, entities, out / f"{name}_retention")
     out.mkdir(parents=True, exist_ok=True)
     fits.to_csv(out / f"{name}_fits.csv", index=False)
+    from mdlbench import provenance
+
+    provenance.write(out / f"{name}_fits.csv")
     written.append(out / f"{name}_fits.csv")
     return fits, written
 
@@ -838,18 +966,29 @@ def make_figures(source: str | os.PathLike, out_dir: str | os.PathLike = "result
 
     fits = scaling_fits(runs, n_boot=n_boot, seed=seed)
     chin = chinchilla_fits(curves, runs, n_boot=n_boot // 2, seed=seed) if curves is not None else pd.DataFrame()
+    if chin.empty:
+        # Say so in the table: a fits file without Chinchilla rows would otherwise read as if the
+        # form had not been tried.
+        chin = pd.DataFrame([{"series": sr, "data.name": dn, "form": "chinchilla", "metric": PER_STEP,
+                              "note": "not fitted: no prequential curves (no <name>_curves table beside the runs "
+                                      "table, or no metrics.jsonl)"}
+                             for sr, dn in runs[["series", "data.name"]].drop_duplicates().astype(str)
+                             .itertuples(index=False)])
     non_empty = [f for f in (fits, chin) if not f.empty]
     all_fits = pd.concat(non_empty, ignore_index=True) if non_empty else pd.DataFrame()
     _log_fits(all_fits, runs, log)
 
     written: list[Path] = []
     written += plot_scaling(runs, fits, out / f"{name}_scaling")
-    written += plot_prequential(curves, runs, out / f"{name}_prequential")
+    written += plot_prequential(curves, runs, out / f"{name}_prequential", chin)
     written += plot_two_part(runs, out / f"{name}_two_part")
     if not all_fits.empty:
         out.mkdir(parents=True, exist_ok=True)
         fits_path = out / f"{name}_fits.csv"
         all_fits.to_csv(fits_path, index=False)
+        from mdlbench import provenance
+
+        provenance.write(fits_path)
         written.append(fits_path)
     if curves is None or curves.empty:
         log("note: no prequential curves found (no <name>_curves table / metrics.jsonl); figure (b) skipped")
@@ -862,13 +1001,16 @@ def _log_fits(fits: pd.DataFrame, runs: pd.DataFrame, log: Any) -> None:
         if not isinstance(row.get("E"), float) or math.isnan(row["E"]):
             log(f"fit {what}: skipped ({row.get('note')})")
             continue
-        line = (f"fit {what}: E = {row['E']:.4g} [{row['E_lo']:.4g}, {row['E_hi']:.4g}], "
-                f"alpha = {row['alpha']:.3g} [{row['alpha_lo']:.3g}, {row['alpha_hi']:.3g}]")
+        r = pd.Series(row)
+        line = f"fit {what}: {r.get('status', fits_lib.STATUS_OK)}: E = {_ci(r, 'E', '.4g')}, A = {_ci(r, 'A')}, " \
+               f"alpha = {_ci(r, 'alpha')}"
         if row["form"] == "chinchilla":
-            line += f", beta = {row['beta']:.3g} [{row['beta_lo']:.3g}, {row['beta_hi']:.3g}]"
+            line += f", B = {_ci(r, 'B')}, beta = {_ci(r, 'beta')}"
         h = row.get("entropy_rate_bits")
         if h is not None and not (isinstance(h, float) and math.isnan(h)):
             line += f"; true entropy rate {h:.4g} ({100 * (row['E'] / h - 1):+.1f} %)"
+        if isinstance(row.get("flags"), str) and row["flags"]:
+            line += f"; {row['flags']}"
         log(line)
     # The largest model's final-chunk code length against the true rate: the headline check.
     column = SCALING_METRICS[0][0]

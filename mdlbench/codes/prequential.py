@@ -202,10 +202,10 @@ class Program:
         self.model, self.tx = model, tx
 
         def loss_fn(params, state, inputs_BxT, targets_BxT, mask_BxT):
-            logits_BxTxV = model.apply(params, inputs_BxT, state).astype(jnp.float32)
-            logp = jax.nn.log_softmax(logits_BxTxV)
+            logits_BxTxV, next_state = model.apply(params, inputs_BxT, state, method="forward")
+            logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32))
             nll_BxT = -jnp.take_along_axis(logp, targets_BxT[..., None], -1)[..., 0]
-            return (nll_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1.0)
+            return (nll_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1.0), next_state
 
         def code(params, state, prev_B, step_idx, mask_BxT):
             """Codes (or decodes) one window of every stream under the current parameters."""
@@ -218,26 +218,39 @@ class Program:
                 lp_B = jnp.take_along_axis(logp_BxV, sym_B[:, None], 1)[:, 0]
                 return (cache, sym_B), (sym_B, lp_B)
 
-            cache = model.init_cache(state, B)
+            # Parameters may enter the cache (a Transformer recomputing its memory's keys/values).
+            cache = model.apply(params, state, B, method="init_cache")
             (cache, last_B), (sym_TxB, lp_TxB) = jax.lax.scan(position, (cache, prev_B), jnp.arange(T))
             ideal_bits = -(lp_TxB.T * mask_BxT).sum() / LN2
             return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state)
 
         def train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
-            """``updates_per_batch`` optimiser steps on the window just coded."""
+            """``updates_per_batch`` optimiser steps on the window just coded. Also returns the
+            loss before the first update (mean nats per byte: Rae's estimate sums it) and the
+            carried state after the window as the training forward computes it."""
             inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
-            grad_fn = jax.value_and_grad(loss_fn)
-            loss0 = None
+            grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+            loss0 = state0 = None
             for _ in range(cfg.optim.updates_per_batch):
-                loss, grads = grad_fn(params, state, inputs_BxT, x_BxT, mask_BxT)
-                loss0 = loss if loss0 is None else loss0
+                (loss, next_state), grads = grad_fn(params, state, inputs_BxT, x_BxT, mask_BxT)
+                if loss0 is None:
+                    loss0, state0 = loss, next_state
                 updates, opt_state = tx.update(grads, opt_state, params)
                 params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+            return params, opt_state, loss0, state0
+
+        def plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+            params, opt_state, loss0, _ = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, loss0
+
+        def estimate(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+            """Standard training that carries the state forward: the training-loss estimate."""
+            params, opt_state, loss0, next_state = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            return params, opt_state, next_state, x_BxT[:, -1], loss0
 
         def step(params, opt_state, state, prev_B, step_idx, mask_BxT):
             x_BxT, ideal_bits, last_B, next_state = code(params, state, prev_B, step_idx, mask_BxT)
-            params, opt_state, loss0 = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, next_state, last_B, ideal_bits, loss0
 
         n_dev = cfg.code.devices
@@ -259,7 +272,7 @@ class Program:
             rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
             first = jax.sharding.SingleDeviceSharding(devices[0])
             code_j = jax.jit(code)
-            train_j = jax.jit(train, in_shardings=(rep, rep, rep, split, split, split),
+            train_j = jax.jit(plain_train, in_shardings=(rep, rep, rep, split, split, split),
                               out_shardings=(rep, rep, rep))
             state_sharding = rep  # carried model state stays replicated (small)
 
@@ -275,7 +288,8 @@ class Program:
             self._step = two_programs
             self._place = lambda carry: jax.device_put(carry, rep)
         # The optimiser updates alone, for the "plain training" a coder's cost is compared with.
-        self._train_only = jax.jit(train)
+        self._train_only = jax.jit(plain_train)
+        self._estimate = jax.jit(estimate)
         self._init = lambda: model.init(jax.random.PRNGKey(cfg.seed), jnp.zeros((B, T), jnp.int32),
                                         model.zero_state(B))
         self._jnp = jnp
@@ -313,6 +327,14 @@ class Program:
                                                    mask_BxT.astype(np.float32))
         return (params, opt_state, state, self._jnp.asarray(x_BxT[:, -1].astype(np.int32))), float(loss)
 
+    def estimate_step(self, carry, x_BxT: np.ndarray, mask_BxT: np.ndarray):
+        """One step of the training-loss estimate: the same updates on the same window as the
+        coder, no coding pass; returns the new carry and the pre-update loss (mean nats/byte)."""
+        params, opt_state, state, prev = carry
+        params, opt_state, state, prev, loss = self._estimate(params, opt_state, state, prev,
+                                                              x_BxT.astype(np.int32), mask_BxT.astype(np.float32))
+        return (params, opt_state, state, prev), float(loss)
+
     def canary(self) -> str:
         """Hash of one step on a fixed synthetic batch: probabilities seen + updated parameters."""
         import jax
@@ -348,6 +370,7 @@ def _loop(prog: Program, carry, cursor, on_step: Callable[[dict[str, Any]], None
             raise DecodeError(prog.host.error)
         n = int(mask_BxT.sum())
         cursor.step, cursor.bytes_seen, cursor.ideal_bits = s + 1, cursor.bytes_seen + n, cursor.ideal_bits + ideal
+        cursor.estimate_bits += loss * n / LN2
         cursor.elapsed_s = elapsed0 + time.perf_counter() - t0
         if on_step is not None:
             bits = bits_now()
@@ -366,11 +389,67 @@ def _loop(prog: Program, carry, cursor, on_step: Callable[[dict[str, Any]], None
 
 @dataclasses.dataclass
 class EncodeResult:
+    """What an encode produced.
+
+    Attributes:
+      payload: the bitstream.
+      header: the container header.
+      ideal_bits: Σ −log2 p of the coded bytes under the coding probabilities.
+      encode_s: coding-loop seconds.
+      n_params: parameters of the model.
+      estimate_bits: Σ of every step's pre-update training loss, in bits: Rae's estimate of
+        the prequential length, computed from the training forward (not from the coder).
+    """
+
     payload: bytes
     header: dict[str, Any]
     ideal_bits: float
     encode_s: float
     n_params: int
+    estimate_bits: float = 0.0
+
+
+@dataclasses.dataclass
+class EstimateResult:
+    """The training-loss estimate of a prequential code length (no bitstream exists).
+
+    Attributes:
+      ideal_bits: Σ over steps of the pre-update loss of the batch × its bytes, in bits: an
+        *ideal* length, an estimate of what the prequential code would cost.
+      train_s: seconds of the training loop.
+      n_params: parameters of the model.
+      steps: optimiser steps taken (each on one window of every stream).
+    """
+
+    ideal_bits: float
+    train_s: float
+    n_params: int
+    steps: int
+
+
+def estimate(cfg: Config, data, on_step: Callable[[dict[str, Any]], None] | None = None) -> EstimateResult:
+    """Rae's estimate: standard online training with the same data order, windows, batches and
+    optimiser as the real code, summing each batch's loss *before* the update on it.
+
+    The carried state (LSTM state, n-gram counts, Transformer memory) advances through the
+    training forward. Nothing here is a code: no coder runs, no container is written."""
+    layout = Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
+    host = Host(layout)
+    prog = Program(cfg, layout, host)
+    carry = prog.initial()
+    total, seen = 0.0, 0
+    t0 = time.perf_counter()
+    for s in range(layout.steps):
+        mask_BxT = layout.valid_window(s)
+        carry, loss = prog.estimate_step(carry, layout.window(data, s), mask_BxT)
+        n = int(mask_BxT.sum())
+        bits = loss * n / LN2
+        total, seen = total + bits, seen + n
+        if on_step is not None:
+            on_step({"step": s, "bytes_seen": seen, "step_bytes": n, "estimate/ideal_bits": bits,
+                     "estimate/cum_ideal_bits": total, "estimate/cum_ideal_bits_per_byte": total / max(seen, 1),
+                     "train/loss_nats": loss, "time/elapsed_s": time.perf_counter() - t0})
+    return EstimateResult(total, time.perf_counter() - t0, prog.n_params(), layout.steps)
 
 
 def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
@@ -385,6 +464,9 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
     from mdlbench.checkpoint import Cursor
     from mdlbench.coding import env, program
 
+    cfg_dict = config_lib.program_dict(cfg)
+    # Measured before coding: the recorded program is the source that makes this payload.
+    program_info = program.measure(program.PREQUENTIAL, cfg_dict)
     layout = Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
     host = Host(layout)
     prog = Program(cfg, layout, host)
@@ -411,12 +493,11 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
     host.seal()
     payload = bytes(host.sealed)
     ideal_bits, seconds = cursor.ideal_bits, cursor.elapsed_s
-    cfg_dict = config_lib.program_dict(cfg)
     header = {
         "format": "mdlbench.prequential",
         "config": cfg_dict,
         "config_sha256": config_lib.config_hash(cfg),
-        "program": {"source_sha256": program.source_sha256(), "bits": program.program_bits(cfg_dict)},
+        "program": program_info.header(),
         "env": fingerprint,
         "canary_sha256": canary,
         "data": {**data_info, "bytes": len(data), "sha256": container.sha256_hex(data)},
@@ -425,7 +506,7 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
         "coder": range_coder.NAME,
         "ideal_bits": ideal_bits,
     }
-    return EncodeResult(payload, header, ideal_bits, seconds, prog.n_params())
+    return EncodeResult(payload, header, ideal_bits, seconds, prog.n_params(), cursor.estimate_bits)
 
 
 def decode(header: dict[str, Any], payload: bytes,
@@ -441,11 +522,7 @@ def decode(header: dict[str, Any], payload: bytes,
     from mdlbench.coding import env, program
 
     env.check(header["env"], env.fingerprint(jax.default_backend()))
-    if header["program"]["source_sha256"] != program.source_sha256():
-        raise EnvironmentMismatch(
-            "this container was made by different mdlbench source code (program sha256 "
-            f"{header['program']['source_sha256'][:12]}..., here {program.source_sha256()[:12]}...); "
-            "decode it with the commit that made it")
+    program.check(program.PREQUENTIAL, header.get("program"))
     cfg = config_lib.from_dict(header["config"])
     layout = Layout(int(header["data"]["bytes"]), cfg.code.batch_size, cfg.code.seq_len)
     host = Host(layout)

@@ -1,9 +1,13 @@
-"""The replay decoder: ``mdlbench decode RUN_DIR|FILE.mdl [-o OUT]``.
+"""The replay decoder: ``python -m mdlbench.codes.replay RUN_DIR|FILE.mdl [-o OUT]`` (also ``mdlbench decode``).
 
 Runs in its own process with only the container and the program. It reads the container
 without JAX, pins the recorded thread count and XLA flags, then imports JAX, checks the
-environment and the canary, re-runs the training while decoding, checks the sha256 of the
-result, and only then moves the output into place.
+environment, the program's source hash and the canary, re-runs the training while decoding,
+checks the sha256 of the result, and only then moves the output into place.
+
+This module is where the receiver's program starts (``mdlbench.coding.program.DECODERS``):
+``python -m mdlbench.codes.replay`` imports nothing but the files counted as program bits.
+``mdlbench decode`` is the same command reached through ``mdlbench.cli``'s command table.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from pathlib import Path
 
 from mdlbench.coding import container
-from mdlbench.errors import ContainerError, DecodeError, MdlbenchError
+from mdlbench.errors import ContainerError, DecodeError, MdlbenchError, one_line
 
 
 def find_container(target: str | Path) -> Path:
@@ -104,7 +108,17 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from mdlbench import cli
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mdlbench.codes.replay TARGET [-o OUT] [--json FILE]``: the receiver's decoder.
 
-    sys.exit(cli.main(["decode", *sys.argv[1:]]))
+    The same command as ``mdlbench decode`` without ``mdlbench.cli``'s command table, whose
+    training, analysis and benchmark commands are no part of the program (the file set
+    :func:`mdlbench.coding.program.measure` counts starts here)."""
+    parser = argparse.ArgumentParser(prog="mdlbench decode", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_intermixed_args(argv)
+    return one_line("mdlbench", lambda: command(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,9 +2,13 @@
 
 Every module offers the same small protocol, used by ``mdlbench.codes.prequential``:
   * ``__call__(inputs_BxT, state) -> logits_BxTxV``: training forward over a window;
+  * ``forward(inputs_BxT, state) -> (logits_BxTxV, next_state)``: the same, also returning the
+    state after the window as the training path computes it (the training-loss estimate
+    ``code.name=estimate`` carries it; coders never do);
   * ``decode(input_B, cache, pos) -> (logits_BxV, cache)``: one coding position;
   * ``zero_state(B)``, ``init_cache(state, B)``, ``next_state(cache, state)``: the state
-    carried from window to window (nothing for the Transformer, (h, c) for the LSTM).
+    carried from window to window ((h, c) for the LSTM; the keys/values of the last
+    ``model.context`` bytes for a Transformer with memory, nothing without).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def _build_base(cfg: ModelConfig, seq_len: int):
         if cfg.positions not in ("learned", "rope"):
             raise ConfigError(f"model.positions must be 'learned' or 'rope', got {cfg.positions!r}")
         return Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff or 4 * cfg.d_model, seq_len,
-                           rope=cfg.positions == "rope")
+                           rope=cfg.positions == "rope", context=cfg.context, memory=cfg.memory,
+                           alibi=cfg.alibi)
     if cfg.family == "lstm":
         from mdlbench.models.lstm import LSTM
 

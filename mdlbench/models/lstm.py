@@ -63,12 +63,19 @@ class LSTM(nn.Module):
         self.layers = [LSTMLayer(self.d_model, self.d_model) for _ in range(self.n_layers)]
         self.head = nn.Dense(self.vocab, kernel_init=nn.initializers.normal(0.02))
 
-    def __call__(self, inputs_BxT, state: Any):
-        """Training forward over a window, starting from the carried state (gradients stop there)."""
+    def forward(self, inputs_BxT, state: Any):
+        """Training forward over a window, starting from the carried state (gradients stop there).
+
+        Returns (logits_BxTxV, the state after the window as this path computes it)."""
         x = self.embed(inputs_BxT)
+        out = []
         for layer, carry in zip(self.layers, jax.lax.stop_gradient(state)):
-            x, _ = layer(x, carry)
-        return self.head(x)
+            x, carry = layer(x, carry)
+            out.append(carry)
+        return self.head(x), out
+
+    def __call__(self, inputs_BxT, state: Any):
+        return self.forward(inputs_BxT, state)[0]
 
     def decode(self, input_B, cache: Any, pos):
         x = self.embed(input_B)

@@ -93,13 +93,26 @@ class NGramMix(nn.Module):
     def _bytes(x):
         return jnp.where(x >= V, 0, x)
 
-    def __call__(self, inputs_BxT, state: Any):
+    def forward(self, inputs_BxT, state: Any):
+        """Training forward; also returns the state after the window, with the counts updated
+        exactly as the coding path's ``next_state`` updates them (same pairs, same lag)."""
         base_state, tables, hist_BxH = state
         tables = jax.lax.stop_gradient(tables)
         seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)  # B x (H+T)
         H, T = self.history, inputs_BxT.shape[1]
         ctx_BxTxH = jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1)
-        return self._mix(self.base(inputs_BxT, base_state), tables, self._rows(ctx_BxTxH))
+        base_logits, base_next = self.base.forward(inputs_BxT, base_state)
+        logits = self._mix(base_logits, tables, self._rows(ctx_BxTxH))
+        # The pair counted at position t is (the H bytes before input t, input t).
+        rows_TxBxK = jnp.swapaxes(self._rows(jnp.stack([seq[:, t: t + H] for t in range(T)], 1)), 0, 1)
+        tgt_TxB = inputs_BxT.T
+        valid = (tgt_TxB < V).astype(jnp.float32)
+        tgt = self._bytes(tgt_TxB)
+        new_tables = tuple(t.at[rows_TxBxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
+        return logits, (base_next, new_tables, seq[:, -H:])
+
+    def __call__(self, inputs_BxT, state: Any):
+        return self.forward(inputs_BxT, state)[0]
 
     def decode(self, input_B, cache: Any, pos):
         base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache

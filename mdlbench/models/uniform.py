@@ -20,6 +20,9 @@ class Uniform(nn.Module):
         # keeps it from spending seconds constant-folding the loss of a parameter-free model.
         return jnp.zeros((*inputs.shape, self.vocab), jnp.float32) + 0.0 * inputs[..., None].astype(jnp.float32)
 
+    def forward(self, inputs_BxT, state: Any = None):
+        return self._zeros(inputs_BxT), state
+
     def __call__(self, inputs_BxT, state: Any = None):
         return self._zeros(inputs_BxT)
 

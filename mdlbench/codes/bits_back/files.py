@@ -3,7 +3,9 @@
 Each file is an ``mdlbench.coding.container`` (magic, CRC-checked JSON header, CRC-checked
 payload chunks, payload sha256). The header records the resolved ``bits_back`` config, the
 sha256 of what was coded, the clean-bits count, the environment fingerprint with its thread
-count, and a canary hash of the coder's tables on fixed inputs.
+count, a canary hash of the coder's tables on fixed inputs, and the program: the sha256 and xz
+size of this decoder's source files plus the config (``mdlbench.coding.program``, measured
+before coding). The decoder refuses a file made by other source code.
 
   * ``mdlbench.bbans``: payload = the VAE's parameters (``weights_dtype``, xz) followed by the
     ANS stack's 32-bit little-endian words; the receiver needs nothing else (no data).
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mdlbench.coding import container, env
+from mdlbench.coding import container, env, program
 from mdlbench.errors import ContainerError, DataError, DecodeError, EnvironmentMismatch, MdlbenchError
 
 KIND_BBANS = "mdlbench.bbans"
@@ -75,6 +77,8 @@ def decode_files(paths: list[str | Path], data_dir: str | None = None,
     if output is not None and len(paths) != 1:
         raise MdlbenchError("--output needs exactly one file")
     loaded = [(Path(p), *read(p)) for p in paths]
+    for _, header, _ in loaded:  # no JAX needed: refuse before starting it
+        program.check(header["kind"], header.get("program"))
     _pinned([h for _, h, _ in loaded])
     import jax
 

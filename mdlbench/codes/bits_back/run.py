@@ -20,7 +20,9 @@ the finished summary at once (unless the codes' source changed: then it runs aga
 config there is refused.
 
 Every coded file is decoded by ``python -m mdlbench.codes.bits_back decode`` in a separate
-process (which pins the recorded environment before JAX starts) and its sha256 checked.
+process (which pins the recorded environment before JAX starts) and its sha256 checked. Every
+container header and the summary carry ``program``: the sha256 and xz bits (source + config)
+of that decoder's files, measured before coding (``mdlbench.coding.program.measure``).
 """
 
 from __future__ import annotations
@@ -28,39 +30,27 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import lzma
 import math
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mdlbench import provenance
 from mdlbench.codes.bits_back import config as bconfig
 from mdlbench.codes.bits_back import files
 from mdlbench.codes.bits_back.config import BitsBackConfig
-from mdlbench.coding import container, env
+from mdlbench.coding import container, env, program
 from mdlbench.errors import DecodeError, MdlbenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-PACKAGE_DIR = REPO_ROOT / "mdlbench"
-# The package files the BB-ANS decoder imports: the program half of its description length.
-BBANS_DECODER_FILES = (
-    "__init__.py", "config.py", "errors.py", "coding/__init__.py", "coding/container.py", "coding/env.py",
-    "codes/__init__.py", "codes/supervised/__init__.py", "codes/supervised/config.py",
-    "codes/bits_back/__init__.py", "codes/bits_back/__main__.py", "codes/bits_back/cli.py",
-    "codes/bits_back/config.py", "codes/bits_back/files.py", "codes/bits_back/ans.py",
-    "codes/bits_back/bbans.py", "models/__init__.py", "models/vae.py",
-)
-# Everything either decoder runs; a finished run is reused only while these are unchanged.
-SOURCE_FILES = BBANS_DECODER_FILES + (
-    "codes/bits_back/weights.py", "codes/bits_back/run.py", "codes/supervised/learner.py",
-    "codes/supervised/variational.py", "models/classifiers.py", "data/supervised.py",
-)
+# The module that runs the experiment: with the decoder's program it is the code a finished run
+# depends on (re-running reuses the run only while that code is unchanged).
+RUN_MODULE = "mdlbench.codes.bits_back.run"
 COLUMNS = ["code", "label", "kind", "bits", "bits_per_dim", "bits_per_label", "ideal_bits", "ratio_to_ideal",
            "initial_bits", "model_cost_bits", "data_bits", "verified", "delta", "detail", "data", "model", "n",
            "dims", "seed"]
@@ -79,25 +69,10 @@ def default_run_dir(cfg: BitsBackConfig) -> Path:
     return Path(cfg.out_dir) / "runs" / cfg.experiment_name / resolve_name(cfg.data) / cfg.model / f"seed{cfg.seed}"
 
 
-def source_sha256() -> str:
-    """sha256 of the bits-back codes' source files (a finished run is reused only under the same code)."""
-    h = hashlib.sha256()
-    for f in SOURCE_FILES:
-        h.update(f.encode() + b"\0" + (PACKAGE_DIR / f).read_bytes())
-    return h.hexdigest()
-
-
-def program_bits(rel_files: tuple[str, ...], config: dict[str, Any]) -> int:
-    """xz size in bits of a deterministic tar of the decoder's source files plus the config."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        items = [(f"mdlbench/{f}", (PACKAGE_DIR / f).read_bytes()) for f in rel_files]
-        items.append(("config.json", json.dumps(config, sort_keys=True, indent=1).encode()))
-        for name, data in items:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0  # no clock or owner in the archive
-            tar.addfile(info, io.BytesIO(data))
-    return 8 * len(lzma.compress(buf.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+def source_sha256(cfg: BitsBackConfig) -> str:
+    """sha256 of the experiment's code: this module's import closure and its decoder's program."""
+    kind = files.KIND_BBANS if cfg.code == "bbans" else files.KIND_WEIGHTS
+    return program.files_sha256(program.closure((RUN_MODULE, *program.DECODERS[kind])))
 
 
 def _verify(paths: list[Path], cfg: BitsBackConfig, run_dir: Path) -> list[dict[str, Any]]:
@@ -121,13 +96,15 @@ def _verify(paths: list[Path], cfg: BitsBackConfig, run_dir: Path) -> list[dict[
     return results
 
 
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_table(path: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Writes the table atomically and its provenance (``results``: :func:`mdlbench.provenance.result`)."""
     import pandas as pd
 
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     pd.DataFrame(rows, columns=COLUMNS).to_csv(buf, index=False)
     container.atomic_write(path, buf.getvalue().encode())
+    provenance.write(path, results=results)
 
 
 def _json_default(o: Any) -> Any:
@@ -162,12 +139,13 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     summary_path = run_dir / "summary.json"
     chash = bconfig.config_hash(cfg)
+    code_sha = source_sha256(cfg)
     if summary_path.exists():
         old = json.loads(summary_path.read_text())
         if old.get("config_hash") != chash:
             raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
                                 "choose another run_dir/experiment or delete it")
-        if old.get("source_sha256") != source_sha256():
+        if old.get("source_sha256") != code_sha:
             _log(f"the bits-back code changed since {summary_path} was written: running again")
         elif old.get("verify", {}).get("ok") or not cfg.verify:
             _log(f"already done: {summary_path}")
@@ -177,14 +155,19 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
     except OSError as e:
         raise MdlbenchError(f"cannot create run directory {run_dir}: {e.strerror}") from None
     t0 = time.perf_counter()
+    # The decoder's program, measured before coding: the source that makes the payloads.
+    program_info = program.measure(files.KIND_BBANS if cfg.code == "bbans" else files.KIND_WEIGHTS,
+                                   bconfig.to_dict(cfg))
     if cfg.code == "bbans":
-        summary, rows = _run_bbans(cfg, run_dir)
+        summary, rows = _run_bbans(cfg, run_dir, program_info)
     else:
-        summary, rows = _run_weights(cfg, run_dir)
+        summary, rows = _run_weights(cfg, run_dir, program_info)
     table = Path(cfg.out_dir) / "tables" / f"{cfg.experiment_name}.csv"
-    _write_table(table, rows)
-    summary.update(config=bconfig.to_dict(cfg), config_hash=chash, source_sha256=source_sha256(),
-                   experiment=cfg.experiment_name, rows=rows, threads=env.threads())
+    _write_table(table, rows, [provenance.result(
+        kind=program_info.kind, config=bconfig.to_dict(cfg), config_sha256=chash, program_bits=program_info.bits,
+        source_sha256=program_info.source_sha256)])
+    summary.update(config=bconfig.to_dict(cfg), config_hash=chash, source_sha256=code_sha,
+                   program=program_info.header(), experiment=cfg.experiment_name, rows=rows, threads=env.threads())
     summary.setdefault("time", {})["total_s"] = time.perf_counter() - t0
     summary["paths"] = {**summary.get("paths", {}), "table": str(table), "summary": str(summary_path)}
     container.atomic_write(summary_path, json.dumps(summary, indent=1, default=_json_default).encode())
@@ -256,7 +239,8 @@ def image_baselines(bits_NxD: np.ndarray, image_shape: tuple[int, int]) -> dict[
     return out
 
 
-def _run_bbans(cfg: BitsBackConfig, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _run_bbans(cfg: BitsBackConfig, run_dir: Path,
+               program_info: program.ProgramInfo) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from mdlbench.data.supervised import load_labelled
 
     bc = cfg.bbans
@@ -290,7 +274,7 @@ def _run_bbans(cfg: BitsBackConfig, run_dir: Path) -> tuple[dict[str, Any], list
         "weights": {"dtype": bc.weights_dtype, "n_params": n_params, "bytes": len(blob)},
         "ans": {"initial_words": enc["initial_words"], "initial_bits": enc["initial_bits"],
                 "final_bits": enc["final_bits"]},
-        "canary": canary, "env": env.fingerprint(jax.default_backend()),
+        "canary": canary, "env": env.fingerprint(jax.default_backend()), "program": program_info.header(),
     }
     path = run_dir / f"{data.name}.bbans.mdl"
     container_bytes = container.write(path, header, blob + ans_bytes)
@@ -333,7 +317,7 @@ def _run_bbans(cfg: BitsBackConfig, run_dir: Path) -> tuple[dict[str, Any], list
         "with_weights_bits": enc["final_bits"] + weights_bits,
         "with_weights_bits_per_dim": (enc["final_bits"] + weights_bits) / dims,
         "payload_bits": 8 * (len(blob) + len(ans_bytes)), "container_bytes": container_bytes,
-        "program_bits": program_bits(BBANS_DECODER_FILES, bconfig.to_dict(cfg)),
+        "program_bits": program_info.bits,
         "curve": enc["curve"],
     }
     base = image_baselines(bits, tuple(data.x.shape[1:])) if cfg.baselines else {}
@@ -407,13 +391,15 @@ def _reference_rows(cfg: BitsBackConfig, data_name: str, n: int) -> list[dict[st
                 continue
             out.append(_row(code=f"ref_{r['code']}", label=f"{r['label']} ({path.name})",
                             kind=f"reference: {r['kind']}", bits=float(r["bits"]), bits_per_label=float(r["bits"]) / n,
+                            ideal_bits=r.get("ideal_bits", ""),
                             model_cost_bits=r.get("model_cost_bits", ""), data_bits=r.get("data_bits", ""),
                             verified=r.get("verified", ""), detail=r.get("detail", ""), data=data_name,
                             model=cfg.model, n=n, seed=r.get("seed", "")))
     return out
 
 
-def _run_weights(cfg: BitsBackConfig, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _run_weights(cfg: BitsBackConfig, run_dir: Path,
+                  program_info: program.ProgramInfo) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from mdlbench.data.supervised import labels_sha256, load_labelled
 
     wc = cfg.weights
@@ -455,7 +441,7 @@ def _run_weights(cfg: BitsBackConfig, run_dir: Path) -> tuple[dict[str, Any], li
             "labels_sha256": lab_sha, "n_tensors": n_tensors, "coder": "constriction AnsCoder",
             "ans": {"initial_words": enc["initial_words"], "initial_bits": enc["initial_bits"],
                     "final_bits": enc["final_bits"]},
-            "canary": canary, "env": fp,
+            "canary": canary, "env": fp, "program": program_info.header(),
         }
         path = run_dir / f"weights_delta_{_delta_name(delta).replace('^', 'pow')}.mdl"
         cbytes = container.write(path, header, enc["payload"])

@@ -5,8 +5,9 @@ chunks, payload sha256) whose header says ``kind = "mdlbench.supervised_labels"`
 everything the receiver needs besides the program: the resolved supervised config (data set,
 shuffle seed, model, recipe), N and K, the sha256 of the labels in coding order, the sha256 of
 the permutation and of the data files (the inputs are side information the receiver must have),
-the environment fingerprint with the thread count, and a canary hash. The payload is the range
-coder's 32-bit words.
+the environment fingerprint with the thread count, a canary hash, and the program: the sha256
+and xz size of the decoder's source files (``mdlbench.coding.program``, measured before coding)
+plus the config. The payload is the range coder's 32-bit words.
 
 This module does not import JAX at import time: :func:`decode_file` pins the recorded thread
 count and XLA flags first, then imports the learner.
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mdlbench.coding import container, env
+from mdlbench.coding import container, env, program
 from mdlbench.errors import ContainerError, DataError, DecodeError, EnvironmentMismatch
 
 KIND = "mdlbench.supervised_labels"
@@ -36,10 +37,14 @@ def order_sha256(order: np.ndarray) -> str:
 
 
 def make_header(code: str, cfg_dict: dict[str, Any], data, labels_sha: str, canary: str,
-                ideal_bits: float, payload_bits: int, backend: str) -> dict[str, Any]:
-    """The self-describing header of a coded label file."""
+                ideal_bits: float, payload_bits: int, backend: str,
+                program_info: program.ProgramInfo) -> dict[str, Any]:
+    """The self-describing header of a coded label file.
+
+    ``program_info`` is :func:`mdlbench.coding.program.measure` of :data:`KIND` with ``cfg_dict``,
+    taken before coding."""
     return {
-        "kind": KIND, "format": FORMAT, "code": code, "config": cfg_dict,
+        "kind": KIND, "format": FORMAT, "code": code, "config": cfg_dict, "program": program_info.header(),
         "data": {"name": data.name, "n": data.n, "n_classes": data.n_classes, "shuffle_seed": data.shuffle_seed,
                  "order_sha256": order_sha256(data.order), "files_sha256": data.sha256},
         "labels_sha256": labels_sha, "canary": canary, "env": env.fingerprint(backend),
@@ -80,6 +85,7 @@ def decode_file(path: str | Path, data_dir: str | None = None) -> dict[str, Any]
     """
     t0 = time.perf_counter()
     header, payload = read_header(path)
+    program.check(KIND, header.get("program"))  # no JAX needed: refuse before starting it
     env.pin(header["env"])  # before JAX starts: XLA sizes its thread pool from the affinity
     import jax
 

@@ -4,18 +4,27 @@
 maximum-likelihood model once (two-part code, model cost of the online codes), run each code,
 write the block-wise and prequential bitstreams as containers and decode them in a separate
 process, then write ``<out>/tables/codes_<data>.csv``, ``<out>/figures/codes_<data>.{png,svg}``
-and ``<out>/runs/codes_<data>/<model>/summary.json``.
+and ``<out>/runs/codes_<data>/<model>/summary.json``. The coded files and the summary carry the
+program of their decoder (``program``: source sha256, xz bits of source + config, file list),
+measured before any code runs.
 
 Table columns (one row per code), units in the names:
-  bits: the code length (ideal: -log2 of the float32 coding probabilities; N log2 K for uniform;
-    KL + E_q[NLL] for variational), bits_per_label = bits / N;
-  real_bits: length of the actual bitstream where the code is real (payload + side information),
-    empty for ideal-only codes; verified: decoded back (separate process for the online codes);
-  model_cost_bits / data_bits: the split of ``bits`` into the cost of the model and of the labels
-    given it: two-part L(theta) | L(y|theta); variational KL | E_q[NLL]; online codes (Voita &
-    Titov) bits - N*CE(final model) | N*CE(final model); uniform 0 | N log2 K;
-  compression = uniform bits / bits; test_accuracy on ``accuracy_split``; online_accuracy: share
-  of labels the coder's argmax predicted before seeing them; time_s: wall time of the code.
+  bits: the code length the row reports, bits_per_label = bits / N. Where ``kind`` starts with
+    ``real`` it is the size of the actual bitstream (payload + side information), decoded back as
+    ``verified`` says (separate process for the online codes, in-process for uniform and two-part);
+    where ``kind`` starts with ``ideal`` no bitstream exists and it is the ideal length;
+  ideal_bits, ideal_bits_per_label: the ideal length of every code beside it (-log2 of the float32
+    coding probabilities; N log2 K for uniform; KL + E_q[NLL] for variational), equal to ``bits``
+    in the ideal rows;
+  model_cost_bits / data_bits: the split of ``ideal_bits`` into the cost of the model and of the
+    labels given it: two-part L(theta) | L(y|theta); variational KL | E_q[NLL]; online codes (Voita
+    & Titov) ideal_bits - N*CE(final model) | N*CE(final model); uniform 0 | N log2 K;
+  compression = N log2 K / bits (the uniform code's exact ideal length over the row's length);
+  test_accuracy on ``accuracy_split``; online_accuracy: share of labels the coder's argmax
+  predicted before seeing them; time_s: wall time of the code.
+
+The table and the figures get provenance sidecars (:mod:`mdlbench.provenance`) recording the
+command, the commit, the config with its ``config_sha256`` and the decoder's program bits.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdlbench import provenance
 from mdlbench.codes.supervised import config as sconfig
 from mdlbench.codes.supervised import files, uniform
 from mdlbench.codes.supervised.blockwise import blockwise_pass
@@ -45,16 +55,16 @@ from mdlbench.codes.supervised.learner import (STREAM_FINAL, STREAM_HOLDOUT, STR
 from mdlbench.codes.supervised.prequential import prequential_pass
 from mdlbench.codes.supervised.two_part import two_part
 from mdlbench.codes.supervised.variational import train_variational, variational
-from mdlbench.coding import container
+from mdlbench.coding import container, program
 from mdlbench.data.supervised import labels_sha256, load_labelled
 from mdlbench.errors import DecodeError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LABELS = {"uniform": "uniform", "two_part_float32": "two-part (float32)", "two_part": "two-part (quantized)",
           "blockwise": "block-wise online", "prequential": "prequential online", "variational": "variational"}
-COLUMNS = ["code", "label", "bits", "bits_per_label", "real_bits", "kind", "verified", "model_cost_bits",
-           "data_bits", "compression", "test_accuracy", "online_accuracy", "train_accuracy", "n_params", "time_s",
-           "detail", "data", "model", "n", "n_classes", "accuracy_split", "shuffle_seed", "seed"]
+COLUMNS = ["code", "label", "kind", "bits", "bits_per_label", "ideal_bits", "ideal_bits_per_label", "verified",
+           "model_cost_bits", "data_bits", "compression", "test_accuracy", "online_accuracy", "train_accuracy",
+           "n_params", "time_s", "detail", "data", "model", "n", "n_classes", "accuracy_split", "shuffle_seed", "seed"]
 
 
 def coerce_config(cfg: Any) -> SupervisedConfig:
@@ -83,10 +93,10 @@ def _verify(path: Path, cfg: SupervisedConfig) -> dict[str, Any]:
 
 
 def _write_online(path: Path, code: str, cfg: SupervisedConfig, data, y: np.ndarray, channel: EncodeChannel,
-                  canary: str) -> int:
+                  canary: str, program_info: program.ProgramInfo) -> int:
     payload = channel.finish()
     header = files.make_header(code, sconfig.to_dict(cfg), data, labels_sha256(y), canary, channel.ideal_bits,
-                               8 * len(payload), jax.default_backend())
+                               8 * len(payload), jax.default_backend(), program_info)
     container.write(path, header, payload)
     return 8 * len(payload)
 
@@ -104,6 +114,8 @@ def run_codes(cfg: Any) -> dict[str, Any]:
     """
     t_run = time.perf_counter()
     cfg = coerce_config(cfg)
+    # The decoder's program, measured before coding: the source that makes the payloads.
+    program_info = program.measure(files.KIND, sconfig.to_dict(cfg))
     data = load_labelled(cfg.data, cfg.data_dir or None, cfg.shuffle_seed, cfg.max_examples, cfg.max_test_examples)
     n, k = data.n, data.n_classes
     x_host = scale_inputs(data.x, data.max_value)
@@ -133,14 +145,18 @@ def run_codes(cfg: Any) -> dict[str, Any]:
     details: dict[str, Any] = {}
     paths: dict[str, str] = {}
 
-    def add(code: str, bits: float, **kw: Any) -> None:
+    def add(code: str, ideal_bits: float, real_bits: int | None = None, **kw: Any) -> None:
+        # A real code leads with its bitstream's size; the ideal length stays beside it, labelled.
+        bits = ideal_bits if real_bits is None else real_bits
         row = {c: "" for c in COLUMNS}
-        row.update(code=code, label=LABELS[code], bits=bits, bits_per_label=bits / n,
-                   compression=uniform_bits / bits, n_params=n_params, data=data.name, model=cfg.model, n=n,
-                   n_classes=k, accuracy_split=split, shuffle_seed=cfg.shuffle_seed, seed=cfg.seed)
+        row.update(code=code, label=LABELS[code], bits=bits, bits_per_label=bits / n, ideal_bits=ideal_bits,
+                   ideal_bits_per_label=ideal_bits / n, compression=uniform_bits / bits, n_params=n_params,
+                   data=data.name, model=cfg.model, n=n, n_classes=k, accuracy_split=split,
+                   shuffle_seed=cfg.shuffle_seed, seed=cfg.seed)
         row.update(kw)
         rows.append(row)
-        _log(f"{code}: {bits:.1f} bits ({bits / n:.4f} bits/label), test accuracy {row['test_accuracy']}, "
+        what = "ideal" if real_bits is None else f"real (ideal {ideal_bits:.1f})"
+        _log(f"{code}: {bits:.1f} bits {what}, {bits / n:.4f} bits/label, test accuracy {row['test_accuracy']}, "
              f"{row['time_s']:.1f} s")
 
     # Final maximum-likelihood model: the two-part code's model and the online codes' reference.
@@ -205,7 +221,7 @@ def run_codes(cfg: Any) -> dict[str, Any]:
         if not np.array_equal(res["y"], y):
             raise DecodeError(f"{code}: the encoder's pass returned labels other than the data's")
         path = run_dir / f"{code}.mdl"
-        payload_bits = _write_online(path, code, cfg, data, y, channel, canary)
+        payload_bits = _write_online(path, code, cfg, data, y, channel, canary, program_info)
         paths[code] = str(path)
         elapsed = time.perf_counter() - t0
         verified = ""
@@ -234,12 +250,17 @@ def run_codes(cfg: Any) -> dict[str, Any]:
                    f"(std {v['data_bits_mc_std']:.1f} bits)")
 
     table = out / "tables" / f"codes_{data.name}.csv"
-    _write_table(table, rows)
+    prov = [provenance.result(kind=files.KIND, config=sconfig.to_dict(cfg),
+                              config_sha256=provenance.supervised_config_sha256(sconfig.to_dict(cfg)),
+                              program_bits=program_info.bits, source_sha256=program_info.source_sha256)]
+    _write_table(table, rows, prov)
     paths["table"] = str(table)
     from mdlbench.analysis.codes_figure import plot_codes
 
-    paths.update({f"figure_{p.suffix[1:]}": str(p) for p in plot_codes(rows, out / "figures" / f"codes_{data.name}")})
-    summary = {"config": sconfig.to_dict(cfg), "rows": rows, "details": details, "paths": paths,
+    paths.update({f"figure_{p.suffix[1:]}": str(p) for p in plot_codes(rows, out / "figures" / f"codes_{data.name}",
+                                                                           results=prov)})
+    summary = {"config": sconfig.to_dict(cfg), "program": program_info.header(), "rows": rows,
+               "details": details, "paths": paths,
                "n_params": n_params, "time_s": time.perf_counter() - t_run,
                "threads": len(os.sched_getaffinity(0))}
     summary_path = run_dir / "summary.json"
@@ -257,7 +278,13 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_table(path: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+    """Writes the table atomically and its provenance (``results``: :func:`mdlbench.provenance.result`)."""
+    import io
+
     import pandas as pd
 
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(path, index=False)
+    buf = io.StringIO()
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(buf, index=False)
+    container.atomic_write(path, buf.getvalue().encode())
+    provenance.write(path, results=results)
