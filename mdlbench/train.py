@@ -56,8 +56,8 @@ def pin_threads(n: int) -> None:
 class Progress:
     """A live bar on a terminal; plain periodic lines otherwise (cluster logs)."""
 
-    def __init__(self, total_bytes: int, label: str, every_s: float):
-        self.total, self.label, self.every_s = total_bytes, label, every_s
+    def __init__(self, total_bytes: int, label: str, every_s: float, decoding: bool = False):
+        self.total, self.label, self.every_s, self.decoding = total_bytes, label, every_s, decoding
         self.bar = None
         self.last = 0.0
         if sys.stdout.isatty():
@@ -70,7 +70,9 @@ class Progress:
 
     def update(self, m: dict[str, Any]) -> None:
         rate = m["bytes_seen"] / max(m["time/elapsed_s"], 1e-9)
-        if "code/cum_bits_per_byte" in m:
+        if self.decoding:  # the decoder knows no bit counts until the end: bytes only
+            info = f"{rate / 1e3:.1f} kB/s  decoded"
+        elif "code/cum_bits_per_byte" in m:
             info = f"{rate / 1e3:.1f} kB/s  {m['code/cum_bits_per_byte']:.3f} bits/byte"
         else:  # the training-loss estimate: no bitstream, so say it is an estimate
             info = f"{rate / 1e3:.1f} kB/s  ~{m['estimate/cum_ideal_bits_per_byte']:.3f} bits/byte (estimate)"
@@ -85,15 +87,35 @@ class Progress:
             self.bar.stop()
 
 
-def verify(container_path: Path) -> dict[str, Any]:
-    """Replays the decoder in a separate process; returns its verification record."""
+def verify(container_path: Path, total_bytes: int | None = None, label: str = "verify",
+           every_s: float = 10.0) -> dict[str, Any]:
+    """Replays the decoder in a separate process; returns its verification record.
+
+    With ``total_bytes``, the decoder reports every step and this process shows it as a bar
+    (a terminal) or periodic lines (a log): long decodes are not silent."""
     with tempfile.TemporaryDirectory() as tmp:
         out_json = Path(tmp) / "verify.json"
-        proc = subprocess.run([sys.executable, "-m", "mdlbench.codes.replay", str(container_path),
-                               "--json", str(out_json)], capture_output=True, text=True)
-        if proc.returncode != 0 or not out_json.exists():
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            return {"ok": False, "error": lines[-1] if lines else f"decoder exited {proc.returncode}"}
+        cmd = [sys.executable, "-m", "mdlbench.codes.replay", str(container_path), "--json", str(out_json)]
+        if total_bytes is None:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            returncode, err = proc.returncode, proc.stderr or proc.stdout
+        else:
+            bar = Progress(total_bytes, label, every_s, decoding=True)
+            with subprocess.Popen([*cmd, "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) as proc:
+                rest = []
+                for line in proc.stdout:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == "progress":
+                        bar.update({"bytes_seen": int(parts[1]), "time/elapsed_s": float(parts[2])})
+                    else:
+                        rest.append(line)
+                err = proc.stderr.read() or "".join(rest)
+                returncode = proc.wait()
+            bar.close()
+        if returncode != 0 or not out_json.exists():
+            lines = err.strip().splitlines()
+            return {"ok": False, "error": lines[-1] if lines else f"decoder exited {returncode}"}
         return json.loads(out_json.read_text())
 
 
@@ -218,7 +240,8 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
     if dataset.info:
         summary["data"]["info"] = dataset.info
     if cfg.code.verify:
-        v = verify(container_path)
+        v = verify(container_path, n if progress else None, f"verifying {dataset.name} (separate decoder)",
+                   cfg.logger.log_every_s)
         summary["verify"] = {"ok": bool(v.get("ok")) and v.get("decoded_sha256") == dataset.sha256,
                              "decoded_sha256": v.get("decoded_sha256")}
         if "error" in v:
@@ -306,6 +329,7 @@ def estimate_dataset(cfg: Config, dataset, metrics_path: Path | None = None, pro
             "ideal_bits_per_byte": res.ideal_bits / n if n else None,
             "program_bits": program_bits,
             "ideal_total_bits": program_bits + res.ideal_bits,
+            "final_chunk_ideal_bits_per_byte": res.final_chunk_ideal_bits_per_byte,
             "steps": res.steps,
         },
         "time": {"train_s": res.train_s},

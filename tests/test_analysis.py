@@ -457,7 +457,8 @@ def test_invalid_and_unidentifiable_fits_are_marked_in_table_and_figure(tmp_path
                              "source.entropy_rate_bits": h, "job.status": "complete"})
     runs, _ = plots.usable_runs(pd.DataFrame(rows), include_unverified=False)
     table = plots.scaling_fits(runs, n_boot=10).set_index("series")
-    assert table.loc["low", "status"] == fits.STATUS_INVALID and "below the entropy rate 1.5" in table.loc["low", "flags"]
+    assert table.loc["low", "status"] == fits.STATUS_INVALID
+    assert "below the entropy rate 1.5" in table.loc["low", "flags"]
     assert table.loc["few", "status"] == fits.STATUS_NOT_IDENTIFIABLE
     fig = plots._scaling_figure(runs, table.reset_index())
     labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]

@@ -197,6 +197,9 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
         if summary.get("kind") == "capacity":  # ideal bits only: no bitstream to decode
             row["job.status"] = "ideal"
             ideal.append(rel)
+        elif (summary.get("code") or {}).get("name") == "estimate":  # the fast mode: no bitstream at all
+            row["job.status"] = "estimate"
+            ideal.append(rel)
         else:
             row["job.status"] = "complete" if verified else "unverified"
             (complete if verified else unverified).append(rel)

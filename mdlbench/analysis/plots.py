@@ -756,11 +756,20 @@ def plot_capacity(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path, full_fract
             top = g.loc[g["_y"].idxmax()]
             ax.annotate(str(model), (top["_x"], top["_y"]), fontsize=6, xytext=(4, 4), textcoords="offset points",
                         color="0.25")
+        # Only the measured runs (above capacity, uniform exposure) get their ratio: a memorised
+        # run's ratio is capped by its knowledge base. Runs of the same size on different bases
+        # sit on one vertical; their labels alternate right / left by knowledge base.
         raw_y = pd.to_numeric(runs["capacity.stored_bits"], errors="coerce")
-        for xi, yi, ri in zip(x_all, y_all, raw_y / x_all):
+        measured = full & ~zipf
+        measured_kbs = sorted(runs.loc[measured, "data.name"].astype(str).unique())
+        for i in np.flatnonzero(measured.to_numpy()):
+            ri = raw_y.iloc[i] / x_all.iloc[i]
             if np.isfinite(ri):
-                ax.annotate(f"{ri:.2g}", (xi, yi), fontsize=5.5, xytext=(4, -8), textcoords="offset points",
-                            color="0.35")
+                kb = str(runs["data.name"].iloc[i])
+                k = measured_kbs.index(kb)
+                ax.annotate(f"{ri:.2g}", (x_all.iloc[i], y_all.iloc[i]), fontsize=5.5, color=colors[kb],
+                            xytext=(5 if k % 2 == 0 else -5, -9 - 7 * (k // 2)), textcoords="offset points",
+                            ha="left" if k % 2 == 0 else "right")
         fit_rows = fits[(fits["x"] == x_col) & (fits["metric"] == CAPACITY_Y[0][0])] if "x" in fits else fits
         no_slope = []
         for _, f in fit_rows.iterrows():
@@ -772,9 +781,13 @@ def plot_capacity(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path, full_fract
                                     f"span {f['x_span']:.2g}x")
                 continue
             xs = x_all[runs["job.dir"].isin(str(f["jobs"]).split(";"))]
-            grid = np.geomspace(xs.min() / 1.1, xs.max() * 1.1, 50)
+            grid = np.geomspace(xs.min() / 1.1, xs.max() * 1.1, 200)
             ci = f" [{f['slope_lo']:.2g}, {f['slope_hi']:.2g}]"
-            ax.plot(grid, np.clip(f["intercept_bits"] + f["slope_bits_per_param"] * grid, 1.0, None), "-", color="k",
+            line = f["intercept_bits"] + f["slope_bits_per_param"] * grid
+            # On log axes a line with a negative intercept dives to minus infinity: draw it only
+            # where it is within the data's range of heights.
+            line = np.where(line >= 0.5 * float(y_all[xs.index].min()), line, np.nan)
+            ax.plot(grid, line, "-", color="k",
                     lw=1.2, label=f"line over {f['n_runs']} runs ({f['x_span']:.2g}x span): "
                                   f"{f['intercept_bits']:+,.0f} bits + {f['slope_bits_per_param']:.2g}{ci} bits/param")
         if no_slope:

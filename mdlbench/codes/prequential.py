@@ -419,12 +419,14 @@ class EstimateResult:
       train_s: seconds of the training loop.
       n_params: parameters of the model.
       steps: optimiser steps taken (each on one window of every stream).
+      final_chunk_ideal_bits_per_byte: the estimate over the last ~10% of steps.
     """
 
     ideal_bits: float
     train_s: float
     n_params: int
     steps: int
+    final_chunk_ideal_bits_per_byte: float | None = None
 
 
 def estimate(cfg: Config, data, on_step: Callable[[dict[str, Any]], None] | None = None) -> EstimateResult:
@@ -438,6 +440,7 @@ def estimate(cfg: Config, data, on_step: Callable[[dict[str, Any]], None] | None
     prog = Program(cfg, layout, host)
     carry = prog.initial()
     total, seen = 0.0, 0
+    tail_from, tail_bits, tail_bytes = layout.steps - max(1, layout.steps // 10), 0.0, 0
     t0 = time.perf_counter()
     for s in range(layout.steps):
         mask_BxT = layout.valid_window(s)
@@ -445,11 +448,14 @@ def estimate(cfg: Config, data, on_step: Callable[[dict[str, Any]], None] | None
         n = int(mask_BxT.sum())
         bits = loss * n / LN2
         total, seen = total + bits, seen + n
+        if s >= tail_from:  # the last ~10% of steps, as the real runs' final chunk
+            tail_bits, tail_bytes = tail_bits + bits, tail_bytes + n
         if on_step is not None:
             on_step({"step": s, "bytes_seen": seen, "step_bytes": n, "estimate/ideal_bits": bits,
                      "estimate/cum_ideal_bits": total, "estimate/cum_ideal_bits_per_byte": total / max(seen, 1),
                      "train/loss_nats": loss, "time/elapsed_s": time.perf_counter() - t0})
-    return EstimateResult(total, time.perf_counter() - t0, prog.n_params(), layout.steps)
+    return EstimateResult(total, time.perf_counter() - t0, prog.n_params(), layout.steps,
+                          tail_bits / tail_bytes if tail_bytes else None)
 
 
 def encode(cfg: Config, data: bytes, data_info: dict[str, Any],

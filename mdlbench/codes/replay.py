@@ -37,7 +37,7 @@ def find_container(target: str | Path) -> Path:
     return p
 
 
-def decode_file(path: str | Path, out: str | Path | None) -> dict:
+def decode_file(path: str | Path, out: str | Path | None, on_step=None) -> dict:
     """Decodes a container in this process (which must not have imported JAX yet)."""
     t0 = time.perf_counter()
     path = find_container(path)
@@ -69,7 +69,7 @@ def decode_file(path: str | Path, out: str | Path | None) -> dict:
             with open(tmp, "r+b") as f:
                 f.truncate(n)
             buf = np.memmap(tmp, np.uint8, mode="r+", shape=(n,)) if n else np.zeros(0, np.uint8)
-            _, seconds = prequential.decode(header, payload, out=buf)
+            _, seconds = prequential.decode(header, payload, out=buf, on_step=on_step)
             if n:
                 buf.flush()
             del buf
@@ -77,7 +77,7 @@ def decode_file(path: str | Path, out: str | Path | None) -> dict:
                 os.replace(tmp, out)
                 tmp = None
         else:
-            data, seconds = prequential.decode(header, payload)
+            data, seconds = prequential.decode(header, payload, on_step=on_step)
             if out is not None:
                 container.atomic_write(out, data)
     except MdlbenchError:
@@ -96,10 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a run directory or a .mdl container")
     parser.add_argument("-o", "--output", help="write the decoded bytes here (default: only verify)")
     parser.add_argument("--json", metavar="FILE", help="write the verification result as JSON to FILE")
+    parser.add_argument("--progress", action="store_true",
+                        help="print one 'progress BYTES ELAPSED_S' line per decoded step (for a parent's bar)")
+
+
+def _print_progress(m: dict) -> None:
+    print(f"progress {m['bytes_seen']} {m['time/elapsed_s']:.3f}", flush=True)
 
 
 def command(args: argparse.Namespace) -> int:
-    result = decode_file(args.target, args.output)
+    result = decode_file(args.target, args.output, on_step=_print_progress if getattr(args, "progress", False) else None)
     if args.json:
         container.atomic_write(args.json, json.dumps(result).encode())
     print(f"decoded {result['bytes']} bytes, sha256 {result['decoded_sha256']} OK "

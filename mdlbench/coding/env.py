@@ -51,7 +51,8 @@ FINGERPRINT_VERSION = 2
 ACCELERATOR_CHECKED = ("device_kind", "cuda.runtime", "cuda.cudnn")
 # Distributions (normalised names) whose versions define GPU/TPU arithmetic: the jax plugins,
 # NVIDIA's libraries (cuBLAS, cuDNN, ptxas ...) and the TPU runtime.
-ACCELERATOR_PACKAGES = re.compile(r"^(jax-cuda\d+-(plugin|pjrt)|jax-rocm\d+-(plugin|pjrt)|nvidia-.+|libtpu(-nightly)?)$")
+ACCELERATOR_PACKAGES = re.compile(
+    r"^(jax-cuda\d+-(plugin|pjrt)|jax-rocm\d+-(plugin|pjrt)|nvidia-.+|libtpu(-nightly)?)$")
 # Modules of the jax CUDA plugins that report the CUDA/cuDNN versions they run with.
 _CUDA_VERSION_MODULES = ("jax_cuda13_plugin._versions", "jax_cuda12_plugin._versions")
 CPUINFO = "/proc/cpuinfo"
