@@ -93,7 +93,7 @@ def test_memory_needs_rotary_positions():
         validate(Config(model=ModelConfig(family="lstm", positions="rope", context=64)))
 
 
-@pytest.mark.parametrize("extra", [[], ["model.ngram_orders=[1,2]", "model.ngram_log2_rows=10"]],
+@pytest.mark.parametrize("extra", [[], ["++model.ngram_orders=[1,2]", "++model.ngram_log2_rows=10"]],
                          ids=["transformer", "transformer+ngram"])
 def test_memory_round_trip_in_separate_processes(tmp_path, extra):
     """compress (verified by a separate decoder process) then decompress in a third process."""

