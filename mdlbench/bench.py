@@ -145,6 +145,13 @@ def device_slug(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "device"
 
 
+def record_dir(records: Path, cfg: Config, summary: dict[str, Any], device: str) -> Path:
+    """``<records>/<data>/<device>/``; a run with the in-program coder goes beside the host
+    coder's (``<device>-device-coder``), so an A/B of the two keeps both records."""
+    slug = device_slug(device) + ("-device-coder" if cfg.code.coder == "device" else "")
+    return records / summary["data"]["name"] / slug
+
+
 def train_only_record(cfg: Config, train_s: float, device: str, n_bytes: int) -> dict[str, Any]:
     """The one layout of ``train_only.json`` (run-directory cache and bench record alike)."""
     return {"config_sha256": config_lib.config_hash(cfg), "train_only_s": train_s, "device": device,
@@ -179,7 +186,7 @@ def neural_result(cfg: Config, summary: dict[str, Any], key: tuple[str, ...], re
 def write_record(records: Path, cfg: Config, summary: dict[str, Any], train: dict[str, Any] | None,
                  device: str, result: dict[str, Any]) -> Path:
     """Writes ``<records>/<data>/<device>/{summary.json,train_only.json}``, each with provenance."""
-    out = records / summary["data"]["name"] / device_slug(device)
+    out = record_dir(records, cfg, summary, device)
     out.mkdir(parents=True, exist_ok=True)
     files = [("summary.json", summary)] + ([("train_only.json", train)] if train else [])
     for name, doc in files:
@@ -200,6 +207,8 @@ def neural_row(cfg: Config, summary: dict[str, Any], train_s: float | None, devi
     if m.ngram_orders:
         label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
     label += f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"
+    if cfg.code.coder == "device":  # the coder changes the bits and the times: its own row
+        label += f" device-rANS lanes{cfg.code.coder_lanes or cfg.code.batch_size}"
     return {
         "method": label, "device": device, "data": summary["data"]["name"], "bytes": n,
         "n_params": summary["model"]["n_params"], "bits": c["bits"], "bits_per_byte": c["bits_per_byte"],
@@ -273,7 +282,7 @@ def command(args) -> int:
             container.atomic_write(cache, (json.dumps(train, indent=2) + "\n").encode())
         train_s = train["train_only_s"]
     row = neural_row(cfg, summary, train_s, device, args.budget_s)
-    record = args.records / summary["data"]["name"] / device_slug(device)
+    record = record_dir(args.records, cfg, summary, device)
     row["record"] = record.as_posix()
     result = neural_result(cfg, summary, row_key(row), record)
     write_record(args.records, cfg, summary, train, device, result)

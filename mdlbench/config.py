@@ -154,6 +154,17 @@ class CodeConfig:
         since the last one (0: at every boundary; negative: never). Does not change the bits.
       devices: data-parallel training over this many devices (the batch is split evenly with
         a fixed sharding; coding runs on the first device). 1 = one fused program.
+      coder: the entropy coder. ``host`` (default, the reference): constriction's range coder
+        on the host, reached by an ordered callback at every coded position. ``device``: the
+        in-program rANS coder (``mdlbench.coding.device_rans``): the compiled step quantises
+        the probabilities and codes or decodes every position itself, with no host round trip
+        (for GPUs and TPUs); needs ``devices=1`` for now.
+      coder_lanes: with ``coder=device``, how many rANS coders share the B streams (it must
+        divide B; 0 = one per stream). Each lane of each segment costs a flush of ~10 bits, so
+        1 lane codes closest to the ideal (~10 bits a segment in all); each position then pops
+        its B symbols one lane-round after the other, cheap on a CPU. On an accelerator, where
+        each round is a few kernel launches, use 0 (all B at once; ~10 bits per stream per
+        segment).
       real_for: with ``name=estimate``, the jobs coded for real after all: entries
         ``MODEL/DATA`` (preset and data names, ``*`` matches any). Lets one sweep estimate every
         job and really code (and verify) the ones picked; such a job runs as ``prequential``.
@@ -168,6 +179,8 @@ class CodeConfig:
     checkpoint_s: float = 60.0
     devices: int = 1
     real_for: list[str] = field(default_factory=list)
+    coder: str = "host"
+    coder_lanes: int = 1
 
 
 @dataclass
@@ -359,6 +372,15 @@ def validate(cfg: Config) -> None:
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")
+    if cfg.code.coder not in ("host", "device"):
+        raise ConfigError(f"code.coder must be 'host' (constriction's range coder, the reference) or 'device' "
+                          f"(the in-program rANS coder), got {cfg.code.coder!r}")
+    if cfg.code.coder_lanes < 0 or (cfg.code.coder_lanes and cfg.code.batch_size % cfg.code.coder_lanes):
+        raise ConfigError(f"code.coder_lanes ({cfg.code.coder_lanes}) must divide code.batch_size "
+                          f"({cfg.code.batch_size}); 0 = one rANS coder per stream")
+    if cfg.code.coder == "device" and cfg.code.devices != 1:
+        raise ConfigError(f"code.coder=device codes inside the one fused program: it needs code.devices=1 "
+                          f"for now, got {cfg.code.devices}")
     if cfg.code.real_for and cfg.code.name != "estimate":
         raise ConfigError("code.real_for picks jobs to code for real inside an estimate sweep: it needs code.name=estimate")
     if any(p.count("/") != 1 for p in cfg.code.real_for):

@@ -22,7 +22,7 @@ from mdlbench import cli
 from mdlbench import config as config_lib
 from mdlbench.analysis import AnalysisError
 from mdlbench.analysis import collect as collect_lib
-from mdlbench.analysis import fits, plots
+from mdlbench.analysis import fits, plots, scaling_figures
 
 # (model name, measured n_params, d_model, n_layers): the names deliberately say nothing of size.
 MODELS = [("xs", 2_113, 16, 1), ("s", 12_470, 32, 2), ("m", 61_002, 64, 3), ("l", 302_551, 128, 4),
@@ -304,10 +304,10 @@ def test_plot_cli_from_collected_table(sweep_dir, tmp_path, capsys):
 def test_svg_output_is_reproducible(sweep_dir, tmp_path):
     root, _ = sweep_dir
     runs, _, _ = plots.load_tables(root)
-    usable, _ = plots.usable_runs(runs, include_unverified=False)
+    usable, _ = scaling_figures.usable_runs(runs, include_unverified=False)
     one = usable[usable["data.name"] == "markov2"]
-    a = plots.plot_two_part(one, tmp_path / "a")
-    b = plots.plot_two_part(one, tmp_path / "b")
+    a = scaling_figures.plot_two_part(one, tmp_path / "a")
+    b = scaling_figures.plot_two_part(one, tmp_path / "b")
     assert a[1].suffix == ".svg" and a[1].read_bytes() == b[1].read_bytes()
 
 
@@ -318,9 +318,9 @@ def test_mixed_model_families_are_separate_series():
             for fam, a in (("transformer", 30.0), ("lstm", 60.0)) for n in (1e3, 1e4, 1e5, 1e6)]
     rows.append({"data.name": "d", "model.name": "uniform", "model.family": "uniform", "model.n_params": 0,
                  "seed": 0, "code.final_chunk_bits_per_byte": 8.0, "job.status": "complete"})
-    runs, notes = plots.usable_runs(pd.DataFrame(rows), include_unverified=False)
+    runs, notes = scaling_figures.usable_runs(pd.DataFrame(rows), include_unverified=False)
     assert len(runs) == 8 and any("no parameters" in n for n in notes)
-    table = plots.scaling_fits(runs, n_boot=0).set_index("series")
+    table = scaling_figures.scaling_fits(runs, n_boot=0).set_index("series")
     assert set(table.index) == {"d (lstm)", "d (transformer)"}
     assert table.loc["d (lstm)", "A"] == pytest.approx(60.0, rel=1e-3)
     assert table.loc["d (transformer)", "A"] == pytest.approx(30.0, rel=1e-3)
@@ -455,16 +455,16 @@ def test_invalid_and_unidentifiable_fits_are_marked_in_table_and_figure(tmp_path
                 rows.append({"data.name": name, "model.name": f"m{n:g}", "model.n_params": n, "seed": seed,
                              "code.final_chunk_bits_per_byte": fits.power_law(n, 1.3, 30.0, 0.3) * (1 + 0.001 * seed),
                              "source.entropy_rate_bits": h, "job.status": "complete"})
-    runs, _ = plots.usable_runs(pd.DataFrame(rows), include_unverified=False)
-    table = plots.scaling_fits(runs, n_boot=10).set_index("series")
+    runs, _ = scaling_figures.usable_runs(pd.DataFrame(rows), include_unverified=False)
+    table = scaling_figures.scaling_fits(runs, n_boot=10).set_index("series")
     assert table.loc["low", "status"] == fits.STATUS_INVALID
     assert "below the entropy rate 1.5" in table.loc["low", "flags"]
     assert table.loc["few", "status"] == fits.STATUS_NOT_IDENTIFIABLE
-    fig = plots._scaling_figure(runs, table.reset_index())
+    fig = scaling_figures._scaling_figure(runs, table.reset_index())
     labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any(label.startswith("fit [INVALID: E BELOW ENTROPY RATE (E = 1.3") for label in labels), labels
     assert any(label.startswith("fit [NOT IDENTIFIABLE (3 distinct model sizes") for label in labels), labels
-    assert sum(bool(re.fullmatch(r"fitted E = \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", label))
+    assert sum(bool(re.fullmatch(r"fitted E = \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(real values\)", label))
                for label in labels) == 2  # both fits show E's interval
 
 
@@ -498,7 +498,8 @@ def test_fit_input_errors():
 
 
 def test_analysis_never_imports_jax():
-    code = ("import sys, mdlbench.analysis.collect, mdlbench.analysis.fits, mdlbench.analysis.plots, mdlbench.cli; "
+    code = ("import sys, mdlbench.analysis.collect, mdlbench.analysis.fits, mdlbench.analysis.plots, "
+            "mdlbench.analysis.scaling_figures, mdlbench.analysis.figures, mdlbench.analysis.flops, mdlbench.cli; "
             "bad = sorted(m for m in sys.modules if m == 'jax' or m.startswith(('jax.', 'flax', 'optax'))); "
             "assert not bad, bad")
     root = Path(__file__).resolve().parent.parent

@@ -7,18 +7,36 @@ A sweep directory ``results/runs/<experiment>/`` holds job directories
 
 * The *runs* table has one row per finished job: its ``summary.json`` flattened with dotted
   column names (``code.bits_per_byte``, ``model.n_params``, ``config.optim.lr`` ...), plus
-  ``job.dir`` (relative to the sweep) and ``job.status`` (``complete`` or ``unverified``).
+  ``job.dir`` (relative to the sweep), ``job.status`` and the derived columns below.
 * The *curves* table is long-form: one row per coding step of every finished job, the
-  ``metrics.jsonl`` columns (``code/ideal_bits_per_byte`` ...) keyed by ``job.dir``,
-  ``data.name``, ``model.name``, ``model.family``, ``model.n_params`` and ``seed``, plus
-  ``data_bytes_trained``: the bytes the model had trained on when it coded the step's chunk.
+  ``metrics.jsonl`` columns keyed by ``job.dir``, ``data.name``, ``model.name``,
+  ``model.family``, ``model.n_params`` and ``seed``, plus ``data_bytes_trained``: the bytes the
+  model had trained on when it coded the step's chunk. A real job's steps fill the ``code/*``
+  columns (``code/ideal_bits_per_byte``, ``code/cum_bits_per_byte`` ...), an estimate job's the
+  ``estimate/*`` ones (``estimate/cum_ideal_bits_per_byte`` ...), never both.
 
 * The *entities* table (capacity sweeps, ``mdlbench.capacity``): one row per entity of every
   finished job that wrote ``entities.csv`` (exposures, information and stored bits), keyed like
   the curves table.
 
-Capacity runs measure ideal code lengths and write no bitstream, so there is nothing to decode:
-their ``job.status`` is ``ideal`` and they count as complete.
+``job.status`` says what a row's code lengths are:
+
+* ``complete``: a real code whose bitstream a separate decoder process turned back into the data
+  (``verify.ok``); ``unverified``: a bitstream whose decoding was not verified (kept, reported).
+* ``estimate``: the fast mode (``code.name=estimate``): Rae's training-loss estimate, no bitstream,
+  nothing to decode. Its summary reports the estimate as ``code.ideal_*``; collect copies it into
+  the ``estimate.*`` columns (``estimate.bits``, ``estimate.bits_per_byte``,
+  ``estimate.final_chunk_bits_per_byte``), where every real run records the same estimate beside
+  its bitstream, so that one column holds the estimate of every job and the ``code.bits*`` columns
+  hold real bitstreams only. (A real run records no final-chunk estimate: that cell stays empty.)
+* ``ideal``: capacity runs measure ideal code lengths and write no bitstream, so there is nothing
+  to decode; they count as complete.
+
+Derived columns of every job: ``estimate.total_bits`` (program bits + estimate bits, the
+two-part total with the estimate as its data part) and the training compute counted from the
+model shape (:func:`compute_columns`: ``compute.training_flops_per_byte``,
+``compute.training_flops``; in the curves table ``compute/training_flops``, the FLOPs spent
+before the step's chunk was coded, and ``estimate/ideal_bits_per_byte`` per step).
 
 Jobs without ``summary.json`` (running, killed, or with a half-written summary) are reported as
 incomplete and left out of both tables, because their measured parameter count and final code
@@ -39,8 +57,9 @@ import pandas as pd
 
 from mdlbench import provenance
 from mdlbench.analysis import AnalysisError
+from mdlbench.analysis import flops
 
-# Keys of the curves table, in this order, taken from the job's summary.
+# Keys of the curves table, in this order, taken from the job's row of the runs table.
 CURVE_KEYS = ("job.dir", "data.name", "model.name", "model.family", "model.n_params", "seed")
 _JOB_MARKERS = ("summary.json", "metrics.jsonl", os.path.join(".hydra", "config.yaml"))
 
@@ -56,6 +75,7 @@ class Sweep:
       entities: one row per entity of every finished capacity job (empty for other sweeps).
       complete: job directories (relative) finished and verified.
       unverified: job directories finished whose decoded stream was not verified to match.
+      estimate: job directories finished in the fast mode (training-loss estimate, no bitstream).
       incomplete: (job directory, reason) of jobs without a usable ``summary.json``.
       bad_metric_lines: (job directory, count) of unparseable ``metrics.jsonl`` lines skipped.
     """
@@ -69,6 +89,7 @@ class Sweep:
     bad_metric_lines: list[tuple[str, int]] = field(default_factory=list)
     entities: pd.DataFrame = field(default_factory=pd.DataFrame)
     ideal: list[str] = field(default_factory=list)  # finished, ideal code lengths only (capacity)
+    estimate: list[str] = field(default_factory=list)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -93,6 +114,62 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
             out[name] = json.dumps(value)
         else:
             out[name] = value
+    return out
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def compute_columns(row: dict[str, Any]) -> dict[str, float]:
+    """Training compute of a job, counted from its model shape (:mod:`mdlbench.analysis.flops`).
+
+    The shape is the job's ``model.*`` fields, completed from its recorded config
+    (``config.model.*``) where the summary lacks one; the window is ``config.code.seq_len`` and the
+    updates per window ``config.optim.updates_per_batch``. Every byte is trained on once, after it
+    is coded (estimate jobs train on the same bytes in the same order).
+
+    Args:
+      row: one flat row of the runs table (dotted keys, as :func:`flatten` makes them).
+
+    Returns:
+      ``compute.training_flops_per_byte`` and ``compute.training_flops`` (over ``data.bytes``),
+      or {} when the row lacks the shape, the window or the byte count.
+    """
+    model = {k.removeprefix("config.model."): v for k, v in row.items()
+             if k.startswith("config.model.") and _present(v)}
+    model.update({k.removeprefix("model."): v for k, v in row.items() if k.startswith("model.") and _present(v)})
+    n_params, n_bytes = row.get("model.n_params"), row.get("data.bytes")
+    seq_len, updates = row.get("config.code.seq_len"), row.get("config.optim.updates_per_batch", 1)
+    if not all(_present(v) for v in (n_params, n_bytes, seq_len, model.get("d_model"))):
+        return {}
+    if model.get("family", "transformer") == "transformer" and not _present(model.get("n_layers")):
+        return {}
+    try:
+        per_byte = flops.training_flops(model, int(n_params), 1, int(seq_len),
+                                        int(updates) if _present(updates) else 1)
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {"compute.training_flops_per_byte": per_byte, "compute.training_flops": per_byte * int(n_bytes)}
+
+
+def estimate_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The training-loss estimate of a job in the ``estimate.*`` columns, whatever its mode.
+
+    A fast-mode job (``code.name=estimate``) reports its estimate as ``code.ideal_*`` (it has no
+    other code length); a real job records it under ``estimate.*`` beside its bitstream. Both
+    end up in the same columns, and ``estimate.total_bits`` adds the program bits to either.
+    """
+    out: dict[str, Any] = {}
+    if row.get("code.name") == "estimate":
+        for src, dst in (("code.ideal_bits", "estimate.bits"), ("code.ideal_bits_per_byte", "estimate.bits_per_byte"),
+                         ("code.final_chunk_ideal_bits_per_byte", "estimate.final_chunk_bits_per_byte"),
+                         ("code.kind", "estimate.kind")):
+            if _present(row.get(src)) and not _present(row.get(dst)):
+                out[dst] = row[src]
+    bits, program = out.get("estimate.bits", row.get("estimate.bits")), row.get("code.program_bits")
+    if _present(bits) and _present(program):
+        out["estimate.total_bits"] = float(program) + float(bits)
     return out
 
 
@@ -181,7 +258,7 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
             f"no runs under {root} (no directory holds summary.json, metrics.jsonl or .hydra/config.yaml)")
 
     rows, curve_frames, entity_frames = [], [], []
-    complete, unverified, incomplete, bad_lines, ideal = [], [], [], [], []
+    complete, unverified, incomplete, bad_lines, ideal, estimate = [], [], [], [], [], []
     for job in jobs:
         rel = job.relative_to(root).as_posix() if job != root else "."
         summary_path = job / "summary.json"
@@ -192,6 +269,8 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
             incomplete.append((rel, f"{summary}; {n_steps} steps logged"))
             continue
         row = flatten(summary)
+        row.update(estimate_columns(row))
+        row.update(compute_columns(row))
         verified = (summary.get("verify") or {}).get("ok") is True
         row["job.dir"] = rel
         if summary.get("kind") == "capacity":  # ideal bits only: no bitstream to decode
@@ -199,7 +278,7 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
             ideal.append(rel)
         elif (summary.get("code") or {}).get("name") == "estimate":  # the fast mode: no bitstream at all
             row["job.status"] = "estimate"
-            ideal.append(rel)
+            estimate.append(rel)
         else:
             row["job.status"] = "complete" if verified else "unverified"
             (complete if verified else unverified).append(rel)
@@ -223,6 +302,11 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
                 if "bytes_seen" in frame and "step_bytes" in frame:
                     # The chunk of step t is coded by a model trained on the bytes before it.
                     frame["data_bytes_trained"] = frame["bytes_seen"] - frame["step_bytes"]
+                    if "compute.training_flops_per_byte" in row:
+                        frame["compute/training_flops"] = row["compute.training_flops_per_byte"] * \
+                            frame["data_bytes_trained"]
+                    if "estimate/ideal_bits" in frame:  # the fast mode logs bits per step, not per byte
+                        frame["estimate/ideal_bits_per_byte"] = frame["estimate/ideal_bits"] / frame["step_bytes"]
                 curve_frames.append(frame)
 
     if not rows:
@@ -241,7 +325,8 @@ def collect(sweep_dir: str | os.PathLike) -> Sweep:
         curves = pd.DataFrame(columns=list(CURVE_KEYS))
     entities = pd.concat(entity_frames, ignore_index=True) if entity_frames else pd.DataFrame()
     return Sweep(root=root, runs=runs, curves=curves, complete=complete, unverified=unverified,
-                 incomplete=incomplete, bad_metric_lines=bad_lines, entities=entities, ideal=ideal)
+                 incomplete=incomplete, bad_metric_lines=bad_lines, entities=entities, ideal=ideal,
+                 estimate=estimate)
 
 
 def write_tables(sweep: Sweep, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -311,8 +396,11 @@ def command(args: argparse.Namespace) -> int:
     """Runs ``mdlbench collect``; prints the job counts and the written paths."""
     sweep = collect(args.sweep_dir)
     name = args.name or Path(args.sweep_dir).resolve().name
-    n_jobs = len(sweep.complete) + len(sweep.unverified) + len(sweep.incomplete) + len(sweep.ideal)
+    n_jobs = len(sweep.complete) + len(sweep.unverified) + len(sweep.incomplete) + len(sweep.ideal) + \
+        len(sweep.estimate)
     ideal = f", {len(sweep.ideal)} complete with ideal code lengths (nothing to decode)" if sweep.ideal else ""
+    if sweep.estimate:
+        ideal += f", {len(sweep.estimate)} estimate(s) (training loss, no bitstream: nothing to decode)"
     print(f"{sweep.root}: {n_jobs} jobs: {len(sweep.complete)} complete and verified{ideal}, "
           f"{len(sweep.unverified)} complete but unverified, {len(sweep.incomplete)} incomplete")
     for rel in sweep.unverified:

@@ -1,16 +1,11 @@
-"""``mdlbench plot``: scaling-law and prequential figures (PNG + SVG) from a sweep.
+"""``mdlbench plot``: figures (PNG + SVG) and fits from a collected sweep.
 
-Three figures, each written as ``<name>_<figure>.png`` and ``.svg``:
-
-* ``scaling``: bits/byte against the *measured* parameter count (log-log), final-chunk and
-  cumulative side by side, one series per data set (mean over seeds, bars spanning min to max),
-  with the fitted ``E + A * N**-alpha``, E as a dashed asymptote with its confidence band and the
-  source's true entropy rate as a dotted line where it is known.
-* ``prequential``: per-chunk (ideal) and cumulative (actual) bits/byte against bytes seen,
-  one line per model size, one column per data set; the per-chunk panels state the Chinchilla fit.
-* ``two_part``: the two-part total (program bits + data bits, in kbit) against model size, with
-  its data and program parts, marking the size with the shortest total: beyond it a larger model
-  no longer pays for itself.
+A scaling sweep gets four figures, each written as ``<name>_<figure>.png`` and ``.svg``, and
+``<name>_fits.csv`` (:mod:`mdlbench.analysis.scaling_figures`, where each is described): ``scaling``
+(bits/byte against measured parameters, with power-law fits), ``compute`` (bits/byte against
+training FLOPs counted from the model shape), ``prequential`` (the curves against bytes seen)
+and ``two_part`` (program + data bits). Every point is marked as a real (verified bitstream) code
+or an estimate (training loss, no bitstream); every fit says which of the two it was fitted on.
 
 A knowledge-capacity sweep (``mdlbench.capacity``) gets two figures instead: ``capacity`` (stored
 bits of facts against parameters and FFN parameters, each run's stored bits per parameter, a
@@ -18,12 +13,11 @@ fitted slope with its intercept only where the runs span >= 10x in size, and the
 bits/param) and ``retention`` (fraction of an entity's bits kept against how often
 it was seen, for Zipf-exposure runs); see :func:`make_capacity_figures`.
 
-The fits behind the first figure (and Chinchilla fits of the prequential curves) are written to
-``<name>_fits.csv`` next to the figures and printed, each with its confidence intervals and its
-verdict (``status``: ok / not identifiable / invalid: E below entropy rate; ``flags``: why; see
-:func:`mdlbench.analysis.fits.assess`). Figures are drawn on
-:class:`matplotlib.figure.Figure` objects with the Agg canvas, never through ``pyplot``, so no
-GUI backend or global state is touched.
+The fits are written to ``<name>_fits.csv`` next to the figures and printed, each with its
+confidence intervals and its verdict (``status``: ok / not identifiable / invalid: E below
+entropy rate; ``flags``: why; see :func:`mdlbench.analysis.fits.assess`). Figures are drawn on
+:class:`matplotlib.figure.Figure` objects with the Agg canvas, never through ``pyplot``
+(:mod:`mdlbench.analysis.figures`), so no GUI backend or global state is touched.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +32,12 @@ import numpy as np
 import pandas as pd
 
 from mdlbench.analysis import AnalysisError
-from mdlbench.analysis import fits as fits_lib
+from mdlbench.analysis.figures import colors as _colors
+from mdlbench.analysis.figures import fmt_params as _fmt_params
+from mdlbench.analysis.figures import new_figure as _new_figure
+from mdlbench.analysis.figures import save as _save
+from mdlbench.analysis.figures import tidy_log_axis as _tidy_log_axis
 
-# (column in the runs table, label) of the quantities fitted against N.
-SCALING_METRICS = (
-    ("code.final_chunk_bits_per_byte", "final-chunk code length (bits/byte)"),
-    ("code.bits_per_byte", "cumulative code length (bits/byte)"),
-)
-TOTAL_METRIC = ("total_bits_per_byte", "two-part total (bits/byte)")
-PER_STEP = "code/ideal_bits_per_byte"
-CUMULATIVE = "code/cum_bits_per_byte"
 _REQUIRED = ("data.name", "model.name", "model.n_params")
 
 
@@ -101,477 +90,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise AnalysisError(f"cannot read table {path}: {e}") from e
-
-
-def usable_runs(runs: pd.DataFrame, include_unverified: bool) -> tuple[pd.DataFrame, list[str]]:
-    """Runs that can be plotted, and notes on those left out.
-
-    Keeps runs with a positive measured parameter count (log axes) whose bitstream was verified
-    (unless ``include_unverified``); adds ``total_bits_per_byte`` and ``series``.
-
-    Returns:
-      (runs, notes).
-    """
-    notes = []
-    keep = pd.to_numeric(runs["model.n_params"], errors="coerce") > 0
-    if (~keep).any():
-        notes.append(f"left out {int((~keep).sum())} run(s) with no parameters (uniform code) from log-scale axes")
-    if "job.status" in runs and not include_unverified:
-        bad = keep & (runs["job.status"] != "complete")
-        if bad.any():
-            notes.append(f"left out {int(bad.sum())} unverified run(s) (use --include-unverified to keep them)")
-            keep &= ~bad
-    out = runs[keep].copy()
-    out["model.n_params"] = pd.to_numeric(out["model.n_params"]).astype(float)
-    if "code.total_bits" in out and "data.bytes" in out:
-        out[TOTAL_METRIC[0]] = out["code.total_bits"] / out["data.bytes"]
-    # One scaling series per data set, or per (data set, family) when a sweep mixes families:
-    # Transformer and LSTM sizes do not lie on one power law.
-    families = out["model.family"].astype(str) if "model.family" in out else None
-    if families is not None and families.nunique() > 1:
-        out["series"] = out["data.name"].astype(str) + " (" + families + ")"
-    else:
-        out["series"] = out["data.name"].astype(str)
-    return out, notes
-
-
-def _entropy_rates(runs: pd.DataFrame) -> dict[str, float]:
-    """True entropy rate (bits/byte) of each data set whose source knows it."""
-    if "source.entropy_rate_bits" not in runs:
-        return {}
-    rates = {}
-    for name, group in runs.groupby("data.name", sort=True):
-        values = pd.to_numeric(group["source.entropy_rate_bits"], errors="coerce").dropna()
-        if len(values):
-            rates[str(name)] = float(values.iloc[0])
-    return rates
-
-
-def _with_series(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with a ``series`` column (the data set) if :func:`usable_runs` did not add one."""
-    if "series" in runs:
-        return runs
-    return runs.assign(series=runs["data.name"].astype(str))
-
-
-def _series_entropy(runs: pd.DataFrame) -> dict[str, float]:
-    """True entropy rate of each series' data set, where known."""
-    rates = _entropy_rates(runs)
-    pairs = runs[["series", "data.name"]].drop_duplicates()
-    return {str(sr): rates[str(dn)] for sr, dn in pairs.itertuples(index=False) if str(dn) in rates}
-
-
-def _seed_stats(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean, min and max over seeds of ``column`` per model size, sorted by size."""
-    d = df[["model.name", "model.n_params", column]].dropna()
-    g = d.groupby(["model.n_params", "model.name"], sort=True)[column]
-    return g.agg(["mean", "min", "max", "count"]).reset_index()
-
-
-def _fmt_params(n: float) -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:.0f}"
-
-
-# --------------------------------------------------------------------------- fits
-
-
-def _groups_of(df: pd.DataFrame) -> Any:
-    return df["seed"].to_numpy() if "seed" in df else None
-
-
-def scaling_fits(runs: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Fits ``E + A * N**-alpha`` per series to final-chunk, cumulative and total bits/byte.
-
-    Args:
-      runs: usable runs from :func:`usable_runs` (positive ``model.n_params``, a ``series``
-        column: the data set, plus the model family when a sweep mixes families).
-      n_boot: bootstrap resamples for the confidence intervals.
-      seed: bootstrap seed.
-
-    Returns:
-      One row per (series, metric) that could be fitted (>= 3 distinct sizes), with the
-      estimates, their ``_lo`` / ``_hi`` bounds, the true entropy rate where known,
-      ``E_rel_to_entropy`` = E / H - 1, and the verdict of :func:`mdlbench.analysis.fits.assess`
-      (``status``, ``identifiable``, ``valid``, ``flags``); plus ``note`` rows for fits that were
-      skipped or failed.
-    """
-    runs = _with_series(runs)
-    rates = _entropy_rates(runs)
-    rows = []
-    metrics = [m for m in (*SCALING_METRICS, TOTAL_METRIC) if m[0] in runs]
-    for series, group in runs.groupby("series", sort=True):
-        data_name = str(group["data.name"].iloc[0])
-        for column, _ in metrics:
-            d = group[["model.n_params", column] + (["seed"] if "seed" in group else [])].copy()
-            d[column] = pd.to_numeric(d[column], errors="coerce")
-            d = d[d[column] > 0].dropna()
-            row: dict[str, Any] = {"series": series, "data.name": data_name, "form": "power_law", "metric": column}
-            # Every metric here is a code length of the data, so none can have an asymptote below
-            # the entropy rate. (The total's E also carries the program's share per byte, so it is
-            # no estimate of the rate, but it is still bounded by it.)
-            h = rates.get(data_name)
-            try:
-                fit = fits_lib.fit_power_law(d["model.n_params"], d[column], groups=_groups_of(d),
-                                             n_boot=n_boot, seed=seed, entropy_rate_bits=h)
-            except AnalysisError as e:
-                row["note"] = str(e)
-                rows.append(row)
-                continue
-            row.update(_fit_row(fit, ("E", "A", "alpha")))
-            row["E_rel_to_entropy"] = fit["E"] / h - 1 if h else None
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def chinchilla_fits(curves: pd.DataFrame, runs: pd.DataFrame, *, n_boot: int = 100, seed: int = 0,
-                    max_points_per_run: int = 40) -> pd.DataFrame:
-    """Fits ``E + A/N**alpha + B/D**beta`` per series to the per-chunk prequential curves.
-
-    D is the number of bytes the model had trained on when it coded the chunk, so the first
-    chunk (coded by the untrained model, D = 0) is left out. Each run's curve is thinned to at
-    most ``max_points_per_run`` log-spaced steps so that long runs do not dominate the cost.
-
-    Args:
-      curves: the long-form curves table of :func:`mdlbench.analysis.collect.collect`.
-      runs: usable runs from :func:`usable_runs`; only their jobs are fitted.
-      n_boot: bootstrap resamples (whole curves are resampled within each size).
-      seed: bootstrap seed.
-      max_points_per_run: thinning of each curve.
-
-    Returns:
-      One row per series (estimates, ``_lo`` / ``_hi`` bounds and the verdict columns of
-      :func:`scaling_fits`, or a ``note``).
-    """
-    needed = {"model.n_params", "job.dir", "data_bytes_trained", PER_STEP}
-    if curves is None or curves.empty or not needed <= set(curves.columns) or "job.dir" not in runs:
-        return pd.DataFrame()
-    runs = _with_series(runs)
-    series_of = dict(zip(runs["job.dir"], runs["series"]))
-    data_of = dict(zip(runs["job.dir"], runs["data.name"].astype(str)))
-    curves = curves[curves["job.dir"].isin(series_of)].copy()
-    curves["series"] = curves["job.dir"].map(series_of)
-    rates = _entropy_rates(runs)
-    rows = []
-    for series, group in curves.groupby("series", sort=True):
-        data_name = data_of[group["job.dir"].iloc[0]]
-        parts = []
-        for _, c in group.groupby("job.dir", sort=True):
-            c = c[(c["data_bytes_trained"] > 0) & (pd.to_numeric(c[PER_STEP], errors="coerce") > 0)]
-            c = c[pd.to_numeric(c["model.n_params"], errors="coerce") > 0]
-            if len(c) > max_points_per_run:
-                pick = np.unique(np.geomspace(1, len(c), max_points_per_run).astype(int) - 1)
-                c = c.iloc[pick]
-            parts.append(c)
-        row: dict[str, Any] = {"series": series, "data.name": data_name, "form": "chinchilla", "metric": PER_STEP}
-        if not parts:
-            row["note"] = "no usable curve points"
-            rows.append(row)
-            continue
-        d = pd.concat(parts)
-        h = rates.get(data_name)
-        try:
-            fit = fits_lib.fit_chinchilla(d["model.n_params"].astype(float), d["data_bytes_trained"].astype(float),
-                                          d[PER_STEP].astype(float), groups=d["job.dir"].to_numpy(),
-                                          n_boot=n_boot, seed=seed, entropy_rate_bits=h)
-        except AnalysisError as e:
-            row["note"] = str(e)
-            rows.append(row)
-            continue
-        row.update(_fit_row(fit, ("E", "A", "alpha", "B", "beta")))
-        row["E_rel_to_entropy"] = fit["E"] / h - 1 if h else None
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _fit_row(fit: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    # The verdict comes first: a reader of the table sees whether to trust a row before its numbers.
-    row: dict[str, Any] = {k: fit[k] for k in ("status", "identifiable", "valid", "flags")}
-    for k in names:
-        row[k] = fit[k]
-        row[f"{k}_lo"], row[f"{k}_hi"] = fit[f"{k}_ci"]
-    for k in ("n_points", "n_sizes", "n_data", "n_boot", "ci_level", "ci_method", "rmse_log", "entropy_rate_bits"):
-        if k in fit:
-            row[k] = fit[k]
-    return row
-
-
-def _verdict(fit: pd.Series) -> str:
-    """A fit's status for a legend or log line: ``ok``, or the status with its first reason."""
-    status = str(fit.get("status", fits_lib.STATUS_OK))
-    if status == fits_lib.STATUS_OK:
-        return status
-    flags = fit.get("flags")
-    first = str(flags).split("; ")[0] if isinstance(flags, str) and flags else ""
-    return f"{status.upper()} ({first})" if first else status.upper()
-
-
-def _ci(fit: pd.Series, k: str, fmt: str = ".3g") -> str:
-    """``value [lo, hi]`` of parameter ``k``, or ``value [no CI]``."""
-    lo, hi = fit.get(f"{k}_lo"), fit.get(f"{k}_hi")
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return f"{fit[k]:{fmt}} [no CI]"
-    return f"{fit[k]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def _new_figure(n_rows: int, n_cols: int, panel_size: tuple[float, float] = (5.0, 3.8)) -> tuple[Any, np.ndarray]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig: Any, stem: Path) -> list[Path]:
-    import matplotlib
-
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
-    fig.savefig(png, dpi=150)
-    # A fixed hash salt and no date keep re-generated SVGs byte-identical (they may be committed).
-    with matplotlib.rc_context({"svg.hashsalt": "mdlbench"}):
-        fig.savefig(svg, metadata={"Date": None})
-    from mdlbench import provenance
-
-    for path in (png, svg):
-        provenance.write(path)  # the command and commit that drew it, beside it
-    return [png, svg]
-
-
-def _tidy_log_axis(ax: Any, which: str) -> None:
-    """Readable tick labels on a log axis (call after plotting, when the limits are known).
-
-    Over a short range (bits/byte typically spans 1.5-8, bytes seen maybe 2k-50k) matplotlib
-    labels every minor tick in scientific notation (``4 x 10^0``) and the labels collide, or it
-    labels a single power of ten. With fewer than two powers of ten in view, ticks go on a
-    1-1.5-2-3-4-5-6-8 grid (under a decade) or a 1-2-5 grid, with plain labels (``1.5``, ``20k``);
-    otherwise only the powers of ten are labelled.
-    """
-    from matplotlib import ticker
-
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
-    if lo > 0 and math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) < 1:
-        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0) if hi / lo < 10 else (1.0, 2.0, 5.0)
-        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
-        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _fmt_params(v) if v >= 1000 else f"{v:g}"))
-    axis.set_minor_formatter(ticker.NullFormatter())
-
-
-def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
-
-
-def plot_scaling(runs: pd.DataFrame, fits: pd.DataFrame, stem: Path) -> list[Path]:
-    """Figure (a): bits/byte vs measured parameters, fits, asymptotes and entropy rates.
-
-    Each fit's legend entry carries its verdict (``ok``, ``NOT IDENTIFIABLE (...)`` or ``INVALID:
-    E BELOW ENTROPY RATE (...)``) and every parameter's confidence interval; E's interval is the
-    shaded band. Fits that are not ``ok`` are drawn dashed.
-
-    Args:
-      runs: usable runs (see :func:`load_tables`).
-      fits: :func:`scaling_fits` output (may be empty).
-      stem: output path without extension.
-
-    Returns:
-      The PNG and SVG paths, or [] when no metric column is present.
-    """
-    fig = _scaling_figure(runs, fits)
-    return [] if fig is None else _save(fig, stem)
-
-
-def _scaling_figure(runs: pd.DataFrame, fits: pd.DataFrame) -> Any:
-    """The figure of :func:`plot_scaling`, unsaved (None when no metric column is present)."""
-    metrics = [m for m in SCALING_METRICS if m[0] in runs]
-    if not metrics:
-        return None
-    runs = _with_series(runs)
-    rates = _series_entropy(runs)
-    names = sorted(runs["series"].unique())
-    colors = dict(zip(names, _colors(len(names))))
-    fig, axes = _new_figure(1, len(metrics), panel_size=(5.5, 5.4))
-    for ax, (column, label) in zip(axes[0], metrics):
-        for name in names:
-            color = colors[name]
-            s = _seed_stats(runs[runs["series"] == name], column)
-            if s.empty:
-                continue
-            n_seeds = int(s["count"].max())
-            yerr = np.vstack([s["mean"] - s["min"], s["max"] - s["mean"]])
-            ax.errorbar(s["model.n_params"], s["mean"], yerr=yerr, fmt="o", color=color, capsize=3, ms=5,
-                        label=f"{name} (mean of {n_seeds} seed{'s' if n_seeds > 1 else ''}, bars: min-max)")
-            fit = _find_fit(fits, name, column)
-            if fit is not None:
-                # From the smallest measured size (a steep fit explodes below it) to 4x the largest.
-                lo, hi = s["model.n_params"].min(), s["model.n_params"].max() * 4
-                grid = np.geomspace(lo, hi, 200)
-                ok = str(fit.get("status", fits_lib.STATUS_OK)) == fits_lib.STATUS_OK
-                # A fit that is invalid or not identifiable is drawn thin and dashed, its verdict
-                # in the legend, so it cannot be mistaken for a measurement.
-                ax.plot(grid, fits_lib.power_law(grid, fit["E"], fit["A"], fit["alpha"]),
-                        ls="-" if ok else (0, (4, 2)), color=color, lw=1.2 if ok else 0.9,
-                        label=f"fit [{_verdict(fit)}]:{' ' if ok else chr(10) + '    '}"
-                              f"A = {_ci(fit, 'A')}, alpha = {_ci(fit, 'alpha')}")
-                ax.axhline(fit["E"], ls="--", color=color, lw=1, label=f"fitted E = {_ci(fit, 'E', '.3f')}")
-                if not (pd.isna(fit.get("E_lo")) or pd.isna(fit.get("E_hi"))):
-                    ax.axhspan(fit["E_lo"], fit["E_hi"], color=color, alpha=0.12, lw=0)
-            if name in rates:
-                ax.axhline(rates[name], ls=":", color=color, lw=1.6, label=f"true entropy rate = {rates[name]:.3f}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        _tidy_log_axis(ax, "x")
-        _tidy_log_axis(ax, "y")
-        ax.set_xlabel("parameters N (measured, model.n_params)")
-        ax.set_ylabel(label)
-        ax.set_title(label.split(" (")[0])
-        ax.grid(True, which="both", alpha=0.3)
-        # Below the axes: the curves run from top left to bottom right and leave no free corner.
-        # One column: the fit entries carry their verdicts and intervals and are long.
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
-    return fig
-
-
-def _find_fit(fits: pd.DataFrame, series: str, column: str) -> pd.Series | None:
-    if fits is None or fits.empty or "E" not in fits:
-        return None
-    hit = fits[(fits["series"] == series) & (fits["metric"] == column) & fits["E"].notna()]
-    return None if hit.empty else hit.iloc[0]
-
-
-def plot_prequential(curves: pd.DataFrame, runs: pd.DataFrame, stem: Path,
-                     fits: pd.DataFrame | None = None) -> list[Path]:
-    """Figure (b): per-chunk and cumulative bits/byte vs bytes seen, per model size and data set.
-
-    Curves are averaged over seeds step by step. Only runs present in ``runs`` are drawn
-    (so unverified runs follow the same rule as in the other figures). With ``fits`` (the
-    :func:`chinchilla_fits` table), each per-chunk panel states its data set's Chinchilla fit:
-    the parameters with their confidence intervals and the verdict, and draws E as a dashed
-    line with its interval shaded.
-
-    Returns:
-      The PNG and SVG paths, or [] when there is no curve to draw.
-    """
-    if curves is None or curves.empty or "bytes_seen" not in curves:
-        return []
-    curves = curves.copy()
-    if "job.dir" in curves and "job.dir" in runs:
-        curves = curves[curves["job.dir"].isin(set(runs["job.dir"]))]
-    if CUMULATIVE not in curves and "code/cum_bits" in curves:
-        curves[CUMULATIVE] = curves["code/cum_bits"] / curves["bytes_seen"]
-    rows = [(PER_STEP, "per-chunk code length (ideal bits/byte)"), (CUMULATIVE, "cumulative code length (bits/byte)")]
-    rows = [r for r in rows if r[0] in curves]
-    if not rows or curves.empty:
-        return []
-    curves["model.n_params"] = pd.to_numeric(curves["model.n_params"], errors="coerce")
-    rates = _entropy_rates(runs)
-    data_names = sorted(curves["data.name"].astype(str).unique())
-    fig, axes = _new_figure(len(rows), len(data_names))
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    for j, data_name in enumerate(data_names):
-        d = curves[curves["data.name"].astype(str) == data_name]
-        sizes = d[["model.n_params", "model.name"]].drop_duplicates().sort_values("model.n_params")
-        for i, (column, label) in enumerate(rows):
-            ax = axes[i, j]
-            for k, (n_params, model_name) in enumerate(sizes.itertuples(index=False)):
-                m = d[(d["model.name"] == model_name) & (d["model.n_params"] == n_params)]
-                mean = m.groupby("step", sort=True)[["bytes_seen", column]].mean()
-                color = cmap(k / max(len(sizes) - 1, 1))
-                size_label = _fmt_params(n_params) if n_params == n_params else "?"
-                ax.plot(mean["bytes_seen"], mean[column], color=color, lw=1.2,
-                        label=f"{model_name} ({size_label} params)")
-            if data_name in rates:
-                ax.axhline(rates[data_name], ls=":", color="k", lw=1.2,
-                           label=f"true entropy rate = {rates[data_name]:.3f}")
-            fit = _chinchilla_of(fits, data_name) if column == PER_STEP else None
-            if fit is not None:
-                ax.axhline(fit["E"], ls="--", color="tab:red", lw=1, label=f"Chinchilla fit E = {_ci(fit, 'E', '.3f')}")
-                if not (pd.isna(fit.get("E_lo")) or pd.isna(fit.get("E_hi"))):
-                    ax.axhspan(fit["E_lo"], fit["E_hi"], color="tab:red", alpha=0.12, lw=0)
-                text = (f"E + A/N^alpha + B/D^beta: {_verdict(fit)}\n"
-                        f"A = {_ci(fit, 'A')}, alpha = {_ci(fit, 'alpha')}\n"
-                        f"B = {_ci(fit, 'B')}, beta = {_ci(fit, 'beta')}")
-                ax.text(0.02, 0.02, "\n".join(textwrap.fill(t, 75) for t in text.split("\n")), transform=ax.transAxes,
-                        fontsize=5.5, va="bottom", ha="left",
-                        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
-            ax.set_xscale("log")
-            _tidy_log_axis(ax, "x")
-            ax.set_xlabel("bytes seen (coded so far)")
-            ax.set_ylabel(label)
-            ax.set_title(f"{data_name}: {label.split(' (')[0]}")
-            ax.grid(True, which="both", alpha=0.3)
-            if i == 0:
-                ax.legend(fontsize=7)
-    return _save(fig, stem)
-
-
-def _chinchilla_of(fits: pd.DataFrame | None, data_name: str) -> pd.Series | None:
-    """The fitted Chinchilla row of ``data_name`` (one series per data set), or None."""
-    if fits is None or fits.empty or "E" not in fits or "form" not in fits:
-        return None
-    hit = fits[(fits["form"] == "chinchilla") & (fits["data.name"].astype(str) == data_name) & fits["E"].notna()]
-    return None if len(hit) != 1 else hit.iloc[0]
-
-
-def plot_two_part(runs: pd.DataFrame, stem: Path) -> list[Path]:
-    """Figure (c): program bits + data bits vs model size, one column per series.
-
-    Top row: the total and its data part (kbit, mean over seeds, bars min-max), the size with
-    the shortest mean total starred. Bottom row: the program part (kbit), on its own axis
-    because it is orders of magnitude smaller for a prequential code.
-
-    Returns:
-      The PNG and SVG paths, or [] when the summary columns are missing.
-    """
-    if not {"code.program_bits", "code.bits"} <= set(runs.columns):
-        return []
-    runs = _with_series(runs).copy()
-    runs["program_kbit"] = pd.to_numeric(runs["code.program_bits"], errors="coerce") / 1e3
-    runs["data_kbit"] = pd.to_numeric(runs["code.bits"], errors="coerce") / 1e3
-    runs["total_kbit"] = runs["program_kbit"] + runs["data_kbit"]
-    names = sorted(runs["series"].unique())
-    colors = dict(zip(names, _colors(len(names))))
-    fig, axes = _new_figure(2, len(names), panel_size=(5.0, 3.0))
-    for j, name in enumerate(names):
-        d = runs[runs["series"] == name]
-        color = colors[name]
-        top, bottom = axes[0, j], axes[1, j]
-        total, data_part, program = (_seed_stats(d, c) for c in ("total_kbit", "data_kbit", "program_kbit"))
-        if total.empty:
-            continue
-        x = total["model.n_params"]
-        yerr = np.vstack([total["mean"] - total["min"], total["max"] - total["mean"]])
-        top.errorbar(x, total["mean"], yerr=yerr, fmt="o-", color=color, capsize=3, label="total = program + data")
-        top.plot(data_part["model.n_params"], data_part["mean"], "s--", color=color, alpha=0.6, ms=4,
-                 label="data part (prequential code)")
-        best = total.loc[total["mean"].idxmin()]
-        top.plot([best["model.n_params"]], [best["mean"]], "*", color="k", ms=14, zorder=5,
-                 label=f"shortest total: {best['model.name']} ({_fmt_params(best['model.n_params'])} params)")
-        top.set_ylabel("description length (kbit)")
-        top.set_title(f"{name}: two-part total")
-        top.legend(fontsize=7)
-        bottom.plot(program["model.n_params"], program["mean"], "^:", color=color, label="program part")
-        bottom.set_ylabel("program (kbit)")
-        bottom.legend(fontsize=7)
-        for ax in (top, bottom):
-            ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # kbit as they are, no "+1.9e2"
-            ax.set_xscale("log")
-            _tidy_log_axis(ax, "x")
-            ax.set_xlabel("parameters N (measured, model.n_params)")
-            ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, stem)
 
 
 # --------------------------------------------------------------------------- knowledge capacity
@@ -943,10 +461,11 @@ def _load_entities(source: str | os.PathLike, name: str) -> pd.DataFrame:
 def make_figures(source: str | os.PathLike, out_dir: str | os.PathLike = "results/figures", *,
                  name: str | None = None, n_boot: int = 200, seed: int = 0,
                  include_unverified: bool = False, log: Any = print, full_fraction: float = 0.8) -> list[Path]:
-    """Loads a sweep or table, fits, and writes the three figures and the fits table.
+    """Loads a sweep or table, fits, and writes the figures and the fits table.
 
-    A capacity sweep (``mdlbench.capacity``) gets its own figures and fits instead
-    (:func:`make_capacity_figures`).
+    A capacity sweep (``mdlbench.capacity``) gets its own figures and fits
+    (:func:`make_capacity_figures`); any other sweep the scaling-law figures
+    (:func:`mdlbench.analysis.scaling_figures.make_scaling_figures`).
 
     Args:
       source: sweep directory or collected ``.csv`` / ``.parquet`` runs table.
@@ -970,71 +489,10 @@ def make_figures(source: str | os.PathLike, out_dir: str | os.PathLike = "result
     if "capacity.stored_bits" in runs_all:
         entities = _load_entities(source, default_name)
         return make_capacity_figures(runs_all, entities, out_dir, name, full_fraction=full_fraction, log=log)[1]
-    runs, notes = usable_runs(runs_all, include_unverified)
-    for note in notes:
-        log(f"note: {note}")
-    if runs.empty:
-        raise AnalysisError(f"no run in {source} can be plotted against parameter count")
-    out = Path(out_dir)
+    from mdlbench.analysis import scaling_figures
 
-    fits = scaling_fits(runs, n_boot=n_boot, seed=seed)
-    chin = chinchilla_fits(curves, runs, n_boot=n_boot // 2, seed=seed) if curves is not None else pd.DataFrame()
-    if chin.empty:
-        # Say so in the table: a fits file without Chinchilla rows would otherwise read as if the
-        # form had not been tried.
-        chin = pd.DataFrame([{"series": sr, "data.name": dn, "form": "chinchilla", "metric": PER_STEP,
-                              "note": "not fitted: no prequential curves (no <name>_curves table beside the runs "
-                                      "table, or no metrics.jsonl)"}
-                             for sr, dn in runs[["series", "data.name"]].drop_duplicates().astype(str)
-                             .itertuples(index=False)])
-    non_empty = [f for f in (fits, chin) if not f.empty]
-    all_fits = pd.concat(non_empty, ignore_index=True) if non_empty else pd.DataFrame()
-    _log_fits(all_fits, runs, log)
-
-    written: list[Path] = []
-    written += plot_scaling(runs, fits, out / f"{name}_scaling")
-    written += plot_prequential(curves, runs, out / f"{name}_prequential", chin)
-    written += plot_two_part(runs, out / f"{name}_two_part")
-    if not all_fits.empty:
-        out.mkdir(parents=True, exist_ok=True)
-        fits_path = out / f"{name}_fits.csv"
-        all_fits.to_csv(fits_path, index=False)
-        from mdlbench import provenance
-
-        provenance.write(fits_path)
-        written.append(fits_path)
-    if curves is None or curves.empty:
-        log("note: no prequential curves found (no <name>_curves table / metrics.jsonl); figure (b) skipped")
-    return written
-
-
-def _log_fits(fits: pd.DataFrame, runs: pd.DataFrame, log: Any) -> None:
-    for row in fits.to_dict("records"):
-        what = f"{row['series']} {row['form']} on {row['metric']}"
-        if not isinstance(row.get("E"), float) or math.isnan(row["E"]):
-            log(f"fit {what}: skipped ({row.get('note')})")
-            continue
-        r = pd.Series(row)
-        line = f"fit {what}: {r.get('status', fits_lib.STATUS_OK)}: E = {_ci(r, 'E', '.4g')}, A = {_ci(r, 'A')}, " \
-               f"alpha = {_ci(r, 'alpha')}"
-        if row["form"] == "chinchilla":
-            line += f", B = {_ci(r, 'B')}, beta = {_ci(r, 'beta')}"
-        h = row.get("entropy_rate_bits")
-        if h is not None and not (isinstance(h, float) and math.isnan(h)):
-            line += f"; true entropy rate {h:.4g} ({100 * (row['E'] / h - 1):+.1f} %)"
-        if isinstance(row.get("flags"), str) and row["flags"]:
-            line += f"; {row['flags']}"
-        log(line)
-    # The largest model's final-chunk code length against the true rate: the headline check.
-    column = SCALING_METRICS[0][0]
-    if column in runs:
-        for name, h in _series_entropy(runs).items():
-            s = _seed_stats(runs[runs["series"] == name], column)
-            if not s.empty:
-                big = s.iloc[-1]
-                gap = 100 * (big["mean"] / h - 1)
-                log(f"{name}: largest model {big['model.name']} ({_fmt_params(big['model.n_params'])} params) "
-                    f"final-chunk {big['mean']:.4g} bits/byte vs entropy rate {h:.4g} ({gap:+.1f} %)")
+    return scaling_figures.make_scaling_figures(runs_all, curves, out_dir, name, n_boot=n_boot, seed=seed,
+                                                include_unverified=include_unverified, log=log, source=source)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1046,7 +504,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples per fit (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--include-unverified", action="store_true",
-                        help="also plot runs whose decoded bitstream was not verified")
+                        help="also plot runs whose decoded bitstream was not verified (drawn apart, and fits "
+                             "to real values then say how many unverified runs they include)")
     parser.add_argument("--full-fraction", type=float, default=0.8,
                         help="capacity sweeps: runs that stored less than this fraction of their knowledge base are "
                              "above capacity and enter the bits-per-parameter fit (default: %(default)s)")

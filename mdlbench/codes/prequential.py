@@ -15,13 +15,29 @@ encoder pushes the known bytes into the range coder and returns them, the decode
 from the bitstream and returns those. So the probabilities each side sees are produced by the
 same instructions from the same parameters; training-step logits are never used for coding.
 
-The bitstream is cut into *segments*: every ``code.segment_steps`` steps the range coder is
-sealed and a fresh one started. A segment boundary is where a run can be checkpointed (the
-coder's whole state is then the sealed bytes) and resumed byte-identically after a kill.
+That is the host coder (``code.coder=host``, the default and the reference). With
+``code.coder=device`` there is no callback: the step takes the data window (encoder) or the
+segment's bytes and the decoder's per-stream words (decoder) as inputs, with a traced
+``decoding`` flag, and codes every position itself (``mdlbench.coding.device_rans``):
+
+        for t in range(T):
+            p_BxV  = model.decode(prev_B, cache, t)
+            f_BxV  = quantize(p_BxV, prec_BxT[:, t])    # integer tables, same on both sides
+            got_B  = decode_step(words_B, buf_BxN, f_BxV)   # pops from the segment's bytes
+            x_B    = where(decoding, got_B, known_BxT[:, t])
+            start_B, f_B = symbol_ranges(f_BxV, x_B)    # the encoder's output
+
+The encoder collects ``(start, f)`` on the host and runs the rANS encoder over the whole
+segment when it is sealed (rANS codes backwards); :class:`DeviceHost` is its host side.
+
+The bitstream is cut into *segments*: every ``code.segment_steps`` steps the coder is sealed
+and a fresh one started. A segment boundary is where a run can be checkpointed (the coder's
+whole state is then the sealed bytes) and resumed byte-identically after a kill.
 
 Before coding, both sides run a *canary*: the same step on a fixed synthetic batch from the
-initial parameters; the hash of its probabilities and updated parameters is stored in the
-container, and the decoder refuses to start when its own canary differs.
+initial parameters; the hash of its probabilities (with the device coder: of the quantised
+ranges and the ideal bits) and updated parameters is stored in the container, and the decoder
+refuses to start when its own canary differs.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ import numpy as np
 from mdlbench import config as config_lib
 from mdlbench.coding import container, range_coder
 from mdlbench.config import Config, OptimConfig
-from mdlbench.errors import DecodeError, EnvironmentMismatch
+from mdlbench.errors import ContainerError, DecodeError, EnvironmentMismatch
 
 LN2 = math.log(2.0)
 
@@ -71,6 +87,24 @@ class Layout:
         b = np.arange(self.batch)[:, None]
         return (i < self.stream_len) & (b * self.stream_len + i < self.n)
 
+    def left_in_lane(self, s: int, segment_steps: int, lanes: int) -> np.ndarray:
+        """left_BxT: how many valid positions the coder of each position's *lane* still codes
+        after it in its segment (of ``segment_steps`` steps). A lane is one rANS coder serving
+        ``G = B / lanes`` consecutive streams, position by position and within a position in
+        stream order (stream ``b`` is slot ``b % G`` of lane ``b // G``). The device coder sets
+        the precision of a lane's last tables in a segment from it; at padding the value is
+        meaningless (nothing is coded there)."""
+        G = self.batch // lanes
+        seg_end = min((s // segment_steps + 1) * segment_steps, self.steps)
+        n_valid_B = np.clip(self.n - np.arange(self.batch) * self.stream_len, 0, self.stream_len)
+        end_KxG = np.minimum(seg_end * self.seq_len, n_valid_B).reshape(lanes, G)
+        p_T = s * self.seq_len + np.arange(self.seq_len)
+        # After (p, j) the lane codes, of each slot j', the positions p' > p, and p itself if j' > j.
+        after_GxG = (np.arange(G)[None, :] <= np.arange(G)[:, None]).astype(np.int64)  # [j, j'] = j' <= j
+        left_KxGxT = np.maximum(
+            0, end_KxG[:, None, :, None] - p_T[None, None, None, :] - after_GxG[None, :, :, None]).sum(2)
+        return left_KxGxT.reshape(self.batch, self.seq_len)
+
     def offsets(self, s: int, t: int) -> np.ndarray:
         """offset_B: where position ``t`` of step ``s`` of every stream sits in the data."""
         return np.arange(self.batch) * self.stream_len + s * self.seq_len + t
@@ -95,6 +129,7 @@ class Host:
         self.mode = "idle"
         self._step = -1
         self.error: str | None = None  # set by a failed decode; raised by the loop, not in the callback
+        self.coder_name = range_coder.NAME
 
     def _at(self, step: int) -> None:
         """Loads step ``step``'s validity mask (and, encoding, its data window) once per step."""
@@ -141,6 +176,16 @@ class Host:
         self.dec = range_coder.Decoder(self.payload[self.offset:self.offset + n])
         self.offset += n
 
+    def layout_header(self) -> dict[str, Any]:
+        """The container's record of the segments: their byte lengths."""
+        return {"segments": list(self.segments)}
+
+    def segments_of(self, layout_header: dict[str, Any]) -> list[int]:
+        return [int(n) for n in layout_header["segments"]]
+
+    def finish(self) -> None:
+        """After the last step (the range decoder's end is checked by the data's sha256)."""
+
     def __call__(self, step, t, probs_BxV):
         step, t = int(step), int(t)
         b = self.layout.batch
@@ -166,6 +211,221 @@ class Host:
             self.out[self.layout.offsets(step, t)[valid_B]] = sym_B[valid_B]
             return sym_B
         raise RuntimeError(f"host callback in mode {self.mode!r}")
+
+
+def canary_window(layout: Layout, step: int) -> np.ndarray:
+    """The canary's fixed synthetic bytes (window_BxT of step ``step``): the same for both coders."""
+    t = np.arange(layout.seq_len)[None, :]
+    b = np.arange(layout.batch)[:, None]
+    return ((t * 31 + b * 17 + step * 7) % 256).astype(np.int32)
+
+
+class DeviceHost:
+    """The host side of the in-program coder (``code.coder=device``): there is no callback.
+
+    The compiled step codes a whole window by itself (:mod:`mdlbench.coding.device_rans`).
+    Encoding, it takes the known bytes and returns each position's ``(start, f)`` under the
+    quantised tables; decoding, it pops the bytes from the segment's buffers and returns them.
+    This object feeds each step its inputs and takes its outputs. The encoder collects the
+    ``(start, f)`` of the open segment and runs the rANS encoder when the segment is sealed
+    (rANS codes a segment backwards), so at a segment boundary the coder's whole state is the
+    sealed bytes, as with the host coder. The decoder loads each segment's bytes onto the
+    device once and, at its end, checks that every lane decoded cleanly.
+
+    *Lanes.* ``code.coder_lanes = K`` rANS coders serve the B streams, each ``G = B / K``
+    consecutive streams, in stream order at every position (stream ``b`` is slot ``b % G`` of
+    lane ``b // G``). Every lane of every segment pays a flush of ~10 bits (the start from
+    state 0 and the final state's byte rounding, see the coder's module docstring), so few lanes
+    code closest to the ideal: one lane costs ~10 bits a segment whatever B is. More lanes
+    decode more streams at once: a position pops its G symbols one after the other, which on
+    an accelerator is G rounds of tiny kernels; ``K = B`` (``coder_lanes=0``) pops all B at once.
+
+    ``segments`` is the flat list of per-lane byte lengths, K entries per sealed segment (its
+    sum is the payload's length, as for the host coder, so a checkpoint stores it unchanged).
+    A segment's payload is its K lanes one after the other.
+    """
+
+    def __init__(self, layout: Layout, segment_steps: int, lanes: int = 1):
+        import jax
+        import jax.numpy as jnp
+
+        from mdlbench.coding import device_rans as dr
+
+        B = layout.batch
+        K = B if lanes == 0 else lanes
+        if K < 1 or B % K:
+            raise config_lib.ConfigError(f"code.coder_lanes={lanes} must divide code.batch_size={B} (0: one per stream)")
+        self.K, self.G = K, B // K
+        self._decoder_init, self._decoder_finish = jax.jit(dr.decoder_init), jax.jit(dr.decoder_finish)
+        self.layout, self.mode, self.error = layout, "idle", None
+        self._dr, self._jnp, self.segment_steps = dr, jnp, segment_steps
+        self.coder_name = dr.NAME
+        # Every segment is coded with the same shapes (the last one padded), so the segment
+        # encoder and the step compile once; N bytes per lane hold any segment.
+        self.segment_positions = max(1, min(segment_steps, layout.steps)) * layout.seq_len
+        self.N = dr.buffer_bytes(self.segment_positions * self.G)
+        self._idle_inputs = (jnp.zeros((K, self.N), jnp.uint8), jnp.zeros((K,), jnp.int32),
+                             jnp.zeros((K,), jnp.int32), jnp.zeros((K,), jnp.uint32),
+                             jnp.zeros((K,), jnp.uint32), jnp.zeros((K,), bool))
+
+    # -- both sides ---------------------------------------------------------------------------
+    def precision(self, step: int) -> np.ndarray:
+        """prec_BxT: each position's table precision, from the layout alone (both sides)."""
+        return self._dr.ramp_precision(self.layout.left_in_lane(step, self.segment_steps, self.K))
+
+    def inputs(self, step: int) -> tuple:
+        """(prec_BxT, known_BxT, decoding, buf_KxN, length_K, ptr_K, hi_K, lo_K, err_K) for step ``step``."""
+        prec_BxT = self.precision(step)
+        if self.mode == "decode":
+            return (prec_BxT, np.zeros((self.layout.batch, self.layout.seq_len), np.int32), np.bool_(True),
+                    self.buf, self.length, *self.words)
+        if self.mode == "encode":
+            known = self.layout.window(self.data, step).astype(np.int32)
+        elif self.mode == "canary":
+            known = canary_window(self.layout, step)
+        else:
+            raise RuntimeError(f"device coder step in mode {self.mode!r}")
+        return (prec_BxT, known, np.bool_(False), *self._idle_inputs)
+
+    def outputs(self, step: int, x_BxT, start_BxT, f_BxT, words) -> None:
+        """Takes what step ``step`` coded: the bytes, their (start, f), the decoder's words."""
+        if self.mode == "canary":
+            for a in (x_BxT, start_BxT, f_BxT):
+                self.hash.update(np.asarray(a).tobytes())
+        elif self.mode == "encode":
+            valid_BxT, prec_BxT = self.layout.valid_window(step), self.precision(step)
+            f_BxT = np.asarray(f_BxT)
+            self.open.append((np.asarray(start_BxT), f_BxT, valid_BxT, prec_BxT))
+            # Σ log2(2**prec / f) of the quantised tables: what the open segment will cost.
+            ideal_B = np.where(valid_BxT, prec_BxT - np.log2(np.maximum(f_BxT, 1)), 0.0).sum(1)
+            self.open_ideal_K += ideal_B.reshape(self.K, self.G).sum(1)
+        elif self.mode == "decode":
+            self.words = tuple(words)
+            if self.error is None and bool(np.asarray(words[3]).any()):
+                k = int(np.flatnonzero(np.asarray(words[3]))[0])
+                self.error = (f"the bitstream cannot be decoded: lane {k} of segment {self.segment} is corrupt "
+                              f"(the rANS decoder's state left its valid range by step {step})")
+                return
+            valid_BxT = self.layout.valid_window(step)
+            x_BxT = np.asarray(x_BxT)
+            offsets_BxT = (np.arange(self.layout.batch)[:, None] * self.layout.stream_len
+                           + step * self.layout.seq_len + np.arange(self.layout.seq_len)[None, :])
+            self.out[offsets_BxT[valid_BxT]] = x_BxT[valid_BxT]
+
+    def layout_header(self) -> dict[str, Any]:
+        """The container's record of the segments: totals and per-lane byte lengths."""
+        K = self.K
+        per = [list(map(int, self.segments[i:i + K])) for i in range(0, len(self.segments), K)]
+        return {"segments": [sum(p) for p in per], "lanes": K, "lane_bytes": per}
+
+    def segments_of(self, layout_header: dict[str, Any]) -> list[int]:
+        """The flat per-lane length list of a container's layout record (checked)."""
+        per, K = layout_header.get("lane_bytes"), self.K
+        if layout_header.get("lanes") != K or not isinstance(per, list) \
+                or any(not isinstance(p, list) or len(p) != K for p in per):
+            raise DecodeError(f"the container's layout has no valid per-lane lengths for {K} coder lanes")
+        flat = [int(n) for p in per for n in p]
+        if any(n < 0 for n in flat) or [sum(p) for p in per] != [int(n) for n in layout_header.get("segments", [])]:
+            raise DecodeError("the container's per-lane lengths do not match its segment lengths")
+        return flat
+
+    # -- encoder ------------------------------------------------------------------------------
+    def start_canary(self) -> None:
+        self.mode, self.hash = "canary", hashlib.sha256()
+
+    def start_encode(self, data: bytes, sealed: bytes = b"", segments: list[int] | None = None) -> None:
+        """Starts (or, with the sealed segments of a checkpoint, resumes) encoding."""
+        self.mode, self.data = "encode", data
+        self.sealed, self.segments = bytearray(sealed), list(segments or [])
+        if len(self.segments) % self.K:
+            raise DecodeError(f"a device-coder checkpoint lists {len(self.segments)} lane lengths, "
+                              f"not a multiple of {self.K} lanes")
+        self.open, self.open_ideal_K = [], np.zeros(self.K)
+        self.segment_ideal_bits: list[list[float]] = []  # per sealed segment (of this process), per lane
+
+    def seal(self) -> None:
+        """Codes the open segment (the rANS encoder, on the CPU) and appends its bytes."""
+        import jax
+
+        dr, B, S, K, G = self._dr, self.layout.batch, self.segment_positions, self.K, self.G
+        start_SxB, f_SxB, valid_SxB = np.zeros((S, B), np.uint32), np.ones((S, B), np.uint32), np.zeros((S, B), bool)
+        prec_SxB = np.full((S, B), dr.PREC, np.uint32)
+        if self.open:
+            n = sum(v.shape[1] for _, _, v, _ in self.open)
+            for i, a in enumerate((start_SxB, f_SxB, valid_SxB, prec_SxB)):
+                a[:n] = np.concatenate([o[i] for o in self.open], 1).T
+        # Each lane's symbols in the order its decoder pops them: position-major, then the
+        # lane's G streams in order (stream b = lane b // G, slot b % G).
+        lanes = [a.reshape(S, K, G).transpose(0, 2, 1).reshape(S * G, K) for a in (start_SxB, f_SxB, valid_SxB, prec_SxB)]
+        # Integer-only, hence the same bytes on any backend; the CPU runs its long reverse scan
+        # far faster than an accelerator would, one tiny kernel per position.
+        try:
+            cpu = jax.devices("cpu")[0]
+        except RuntimeError:  # JAX_PLATFORMS without the CPU: the default device does it
+            cpu = jax.devices()[0]
+        with jax.default_device(cpu):
+            buf_KxN, lengths_K = dr.encode_segment(*lanes)
+        buf_KxN, lengths_K = np.asarray(buf_KxN), np.asarray(lengths_K)
+        for k in range(K):
+            self.sealed += buf_KxN[k, :lengths_K[k]].tobytes()
+        self.segments.extend(int(n) for n in lengths_K)
+        self.segment_ideal_bits.append(self.open_ideal_K.tolist())
+        self.open, self.open_ideal_K = [], np.zeros(K)
+
+    def bits(self) -> int:
+        """Bits so far: the sealed segments, plus the open one at its quantised ideal (it is
+        coded only when sealed; the flush then adds about a byte per lane)."""
+        return 8 * len(self.sealed) + int(round(float(self.open_ideal_K.sum())))
+
+    # -- decoder ------------------------------------------------------------------------------
+    def start_decode(self, payload: bytes, segments: list[int], out) -> None:
+        """Starts decoding into ``out`` (a writable uint8 array of n bytes, e.g. a memmap)."""
+        if sum(segments) != len(payload):
+            raise DecodeError(f"segment table covers {sum(segments)} bytes but the payload has {len(payload)}")
+        self.mode, self.payload, self.segments, self.out = "decode", payload, list(segments), out
+        self.segment, self.offset = -1, 0
+        self.next_segment()
+
+    def next_segment(self) -> None:
+        """Checks that the segment just decoded ended cleanly and loads the next one."""
+        jnp, K = self._jnp, self.K
+        if self.segment >= 0:
+            self._check_segment()
+        self.segment += 1
+        if (self.segment + 1) * K > len(self.segments):
+            raise DecodeError(f"the bitstream has {len(self.segments) // K} segments but decoding needs more")
+        lengths = self.segments[self.segment * K:(self.segment + 1) * K]
+        if max(lengths) > self.N:
+            raise DecodeError(f"segment {self.segment} lists a lane of {max(lengths)} bytes, more than "
+                              f"{self.segment_positions * self.G} symbols can code ({self.N})")
+        buf_KxN = np.zeros((K, self.N), np.uint8)
+        for k, n in enumerate(lengths):
+            buf_KxN[k, :n] = np.frombuffer(self.payload, np.uint8, n, self.offset)
+            self.offset += n
+        self.buf, self.length = jnp.asarray(buf_KxN), jnp.asarray(np.asarray(lengths, np.int32))
+        st = self._decoder_init(self.buf, self.length)
+        self.words = (st.ptr_B, st.hi_B, st.lo_B, st.err_B)
+
+    def _check_segment(self) -> None:
+        ok_K = np.asarray(self._decoder_finish(self._dr.DecoderState(self.buf, self.length, *self.words)))
+        if not ok_K.all():
+            k = int(np.flatnonzero(~ok_K)[0])
+            raise DecodeError(f"the bitstream cannot be decoded: lane {k} of segment {self.segment} is corrupt "
+                              "(the rANS decoder did not end in its initial state having read exactly its bytes)")
+
+    def finish(self) -> None:
+        """After the last step: the last segment ended cleanly and no segment is left over."""
+        self._check_segment()
+        if (self.segment + 1) * self.K != len(self.segments):
+            raise DecodeError(f"the bitstream has {len(self.segments) // self.K} segments "
+                              f"but decoding used {self.segment + 1}")
+
+
+def make_host(cfg: Config, layout: Layout):
+    """The host side of the coder ``cfg.code.coder`` names."""
+    if cfg.code.coder == "device":
+        return DeviceHost(layout, cfg.code.segment_steps, cfg.code.coder_lanes)
+    return Host(layout)
 
 
 def make_optimizer(o: OptimConfig):
@@ -253,8 +513,81 @@ class Program:
             params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, next_state, last_B, ideal_bits, loss0
 
+        def code_device(params, state, prev_B, mask_BxT, prec_BxT, known_BxT, decoding, buf_KxN, length_K, *words_K):
+            """The in-program coder's pass over one window (``code.coder=device``), both sides.
+
+            Each position quantises its probabilities (``device_rans.quantize``, at the
+            precision ``prec_BxT`` that the layout gives: coarser over a lane's last positions
+            in a segment, which makes its flush cheap), then, with the traced flag ``decoding``,
+            either takes the known bytes (encoder) or pops them from the segment's buffers with
+            ``decode_step`` (decoder; the K lanes at once, each lane's G streams one after the
+            other) and feeds them to the next position. Everything before that choice is
+            shared, so both sides compute the probabilities with the same instructions. On
+            the CPU the choice is a ``lax.cond``, so the encoder skips the pops; elsewhere both
+            branches are computed and one is selected: XLA's GPU backend runs a ``lax.cond`` by
+            reading its predicate back to the host, a wait at every position, the very cost
+            this coder removes. The byte buffers are arguments, closed over by the scans; only
+            the four per-lane words (pointer, two state halves, error) are carried."""
+            from mdlbench.coding import device_rans as dr
+
+            K = buf_KxN.shape[0]
+            G = B // K
+
+            def pop(words, freq_BxV, valid_B, prec_B):
+                """The decoder's G rounds of pops over the K lanes: (sym_B, words)."""
+                def one(words, inp):
+                    sym_K, st = dr.decode_step(dr.DecoderState(buf_KxN, length_K, *words), *inp)
+                    return (st.ptr_B, st.hi_B, st.lo_B, st.err_B), sym_K
+
+                if G == 1:
+                    words, sym_B = one(words, (freq_BxV, valid_B, prec_B))
+                    return sym_B, words
+                V = freq_BxV.shape[-1]
+                words, sym_GxK = jax.lax.scan(one, words, (
+                    freq_BxV.reshape(K, G, V).swapaxes(0, 1), valid_B.reshape(K, G).T, prec_B.reshape(K, G).T))
+                return sym_GxK.T.reshape(B), words
+
+            on_cpu = jax.default_backend() == "cpu"
+
+            def position(carry, inp):
+                cache, prev, *words = carry
+                t, prec_B, known_B, valid_B = inp
+                logits_BxV, cache = model.apply(params, prev, cache, t, method="decode")
+                logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32))
+                freq_BxV = dr.quantize(jnp.exp(logp_BxV), prec_B)
+                words = tuple(words)
+                if on_cpu:
+                    sym_B, words = jax.lax.cond(decoding, lambda w: pop(w, freq_BxV, valid_B, prec_B),
+                                                lambda w: (known_B, w), words)
+                else:
+                    got_B, dec_words = pop(words, freq_BxV, valid_B & decoding, prec_B)
+                    sym_B = jnp.where(decoding, got_B, known_B)
+                    words = tuple(jnp.where(decoding, d, w) for d, w in zip(dec_words, words))
+                start_B, f_B = dr.symbol_ranges(freq_BxV, sym_B)
+                lp_B = jnp.take_along_axis(logp_BxV, sym_B[:, None], 1)[:, 0]
+                return (cache, sym_B, *words), (sym_B, lp_B, start_B, f_B)
+
+            cache = model.apply(params, state, B, method="init_cache")
+            (cache, last_B, *words_K), (sym_TxB, lp_TxB, start_TxB, f_TxB) = jax.lax.scan(
+                position, (cache, prev_B, *words_K), (jnp.arange(T), prec_BxT.T, known_BxT.T, (mask_BxT > 0).T))
+            ideal_bits = -(lp_TxB.T * mask_BxT).sum() / LN2
+            return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state), start_TxB.T, f_TxB.T, tuple(words_K)
+
+        def step_device(params, opt_state, state, prev_B, mask_BxT, *coder_inputs):
+            x_BxT, ideal_bits, last_B, next_state, start_BxT, f_BxT, words_B = code_device(
+                params, state, prev_B, mask_BxT, *coder_inputs)
+            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            return params, opt_state, next_state, last_B, ideal_bits, loss0, x_BxT, start_BxT, f_BxT, words_B
+
         n_dev = cfg.code.devices
-        if n_dev == 1:
+        self.device_coder = cfg.code.coder == "device"
+        if self.device_coder:
+            if n_dev != 1:
+                raise config_lib.ConfigError("code.coder=device needs code.devices=1 for now")
+            # One fused program per step for both sides: coding scan with the coder inside, then
+            # the training update. No callback anywhere.
+            self._step = jax.jit(step_device)
+        elif n_dev == 1:
             # One fused program per step: coding scan, then the training update.
             self._step = jax.jit(step)
         else:
@@ -315,8 +648,13 @@ class Program:
 
     def step(self, carry, s: int, mask_BxT: np.ndarray):
         params, opt_state, state, prev = carry
-        params, opt_state, state, prev, ideal_bits, loss = self._step(
-            params, opt_state, state, prev, np.int32(s), mask_BxT.astype(np.float32))
+        if self.device_coder:
+            params, opt_state, state, prev, ideal_bits, loss, x_BxT, start_BxT, f_BxT, words_B = self._step(
+                params, opt_state, state, prev, mask_BxT.astype(np.float32), *self.host.inputs(s))
+            self.host.outputs(s, x_BxT, start_BxT, f_BxT, words_B)
+        else:
+            params, opt_state, state, prev, ideal_bits, loss = self._step(
+                params, opt_state, state, prev, np.int32(s), mask_BxT.astype(np.float32))
         return (params, opt_state, state, prev), float(ideal_bits), float(loss)
 
     def train_only(self, carry, x_BxT: np.ndarray, mask_BxT: np.ndarray):
@@ -341,8 +679,10 @@ class Program:
 
         self.host.start_canary()
         carry = self.initial()
-        carry, _, _ = self.step(carry, 0, np.ones((self.layout.batch, self.cfg.code.seq_len), bool))
+        carry, ideal_bits, _ = self.step(carry, 0, np.ones((self.layout.batch, self.cfg.code.seq_len), bool))
         h = self.host.hash
+        if self.device_coder:  # the host coder hashes the probabilities; this coder sees only (start, f)
+            h.update(np.float64(ideal_bits).tobytes())
         for leaf in jax.tree_util.tree_leaves(carry):
             h.update(np.asarray(leaf).tobytes())
         self.host.mode = "idle"
@@ -399,6 +739,9 @@ class EncodeResult:
       n_params: parameters of the model.
       estimate_bits: Σ of every step's pre-update training loss, in bits: Rae's estimate of
         the prequential length, computed from the training forward (not from the coder).
+      segment_ideal_bits: device coder only: Σ log2(M / f) under the quantised tables, per
+        segment sealed by this process (not those restored from a checkpoint) and per stream;
+        what each stream's bytes cost over it is the coder's flush.
     """
 
     payload: bytes
@@ -407,6 +750,7 @@ class EncodeResult:
     encode_s: float
     n_params: int
     estimate_bits: float = 0.0
+    segment_ideal_bits: list[list[float]] | None = None
 
 
 @dataclasses.dataclass
@@ -474,7 +818,7 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
     # Measured before coding: the recorded program is the source that makes this payload.
     program_info = program.measure(program.PREQUENTIAL, cfg_dict)
     layout = Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
-    host = Host(layout)
+    host = make_host(cfg, layout)
     prog = Program(cfg, layout, host)
     fingerprint = env.fingerprint(jax.default_backend())
     canary = prog.canary()
@@ -508,11 +852,12 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
         "canary_sha256": canary,
         "data": {**data_info, "bytes": len(data), "sha256": container.sha256_hex(data)},
         "layout": {"streams": layout.batch, "seq_len": layout.seq_len, "stream_len": layout.stream_len,
-                   "steps": layout.steps, "segments": list(host.segments)},
-        "coder": range_coder.NAME,
+                   "steps": layout.steps, **host.layout_header()},
+        "coder": host.coder_name,
         "ideal_bits": ideal_bits,
     }
-    return EncodeResult(payload, header, ideal_bits, seconds, prog.n_params(), cursor.estimate_bits)
+    return EncodeResult(payload, header, ideal_bits, seconds, prog.n_params(), cursor.estimate_bits,
+                        getattr(host, "segment_ideal_bits", None))
 
 
 def decode(header: dict[str, Any], payload: bytes,
@@ -523,6 +868,14 @@ def decode(header: dict[str, Any], payload: bytes,
     With ``out`` (a writable uint8 array of ``header['data']['bytes']`` entries, e.g. a memmap
     of the output file) the data is written there position by position and ``None`` is
     returned in its place: decoding then needs no memory proportional to the data."""
+    return replayer(header)(payload, on_step, out)
+
+
+def replayer(header: dict[str, Any]) -> Callable[..., tuple[bytes | None, float]]:
+    """The decoder's program for ``header``, built and checked once (environment, program
+    source, coder, canary): returns ``run(payload, on_step=None, out=None)``, which decodes a
+    payload as :func:`decode` does. Several payloads under one header (the corruption tests)
+    then cost one compilation."""
     import jax
 
     from mdlbench.coding import env, program
@@ -531,7 +884,10 @@ def decode(header: dict[str, Any], payload: bytes,
     program.check(program.PREQUENTIAL, header.get("program"))
     cfg = config_lib.from_dict(header["config"])
     layout = Layout(int(header["data"]["bytes"]), cfg.code.batch_size, cfg.code.seq_len)
-    host = Host(layout)
+    host = make_host(cfg, layout)
+    if header.get("coder") != host.coder_name:
+        raise ContainerError(f"the container was coded with {str(header.get('coder'))[:80]!r}, but its config "
+                             f"(code.coder={cfg.code.coder}) decodes with {host.coder_name!r}")
     prog = Program(cfg, layout, host)
     if prog.canary() != header["canary_sha256"]:
         raise EnvironmentMismatch(
@@ -539,12 +895,19 @@ def decode(header: dict[str, Any], payload: bytes,
             "than on the encoder's machine, so decoding would fail; use the recorded environment")
     from mdlbench.checkpoint import Cursor
 
-    buf = np.zeros(layout.n, np.uint8) if out is None else out
-    host.start_decode(payload, [int(n) for n in header["layout"]["segments"]], buf)
-    cursor = Cursor()
-    _loop(prog, prog.initial(), cursor, on_step, lambda: 0, lambda carry, cursor: host.next_segment())
-    got = container.sha256_hex(buf)
-    if got != header["data"]["sha256"]:
-        raise DecodeError(f"decoded data sha256 {got[:16]}... differs from the recorded "
-                          f"{header['data']['sha256'][:16]}...; nothing was written")
-    return (buf.tobytes() if out is None else None), cursor.elapsed_s
+    initial = prog.initial()  # immutable arrays: every run starts from the same ones
+
+    def run(payload: bytes, on_step: Callable[[dict[str, Any]], None] | None = None, out=None):
+        buf = np.zeros(layout.n, np.uint8) if out is None else out
+        host.error = None
+        host.start_decode(payload, host.segments_of(header["layout"]), buf)
+        cursor = Cursor()
+        _loop(prog, initial, cursor, on_step, lambda: 0, lambda carry, cursor: host.next_segment())
+        host.finish()
+        got = container.sha256_hex(buf)
+        if got != header["data"]["sha256"]:
+            raise DecodeError(f"decoded data sha256 {got[:16]}... differs from the recorded "
+                              f"{header['data']['sha256'][:16]}...; nothing was written")
+        return (buf.tobytes() if out is None else None), cursor.elapsed_s
+
+    return run
