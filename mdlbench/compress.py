@@ -45,8 +45,13 @@ def compress_command(args: argparse.Namespace) -> int:
     from mdlbench import data as data_lib, train
 
     src, out = Path(args.file), Path(args.output)
+    # Checked before coding, which may take minutes: its result would have nowhere to go.
     if not out.parent.exists():
         raise MdlbenchError(f"output directory {out.parent} does not exist")
+    if not out.parent.is_dir():
+        raise MdlbenchError(f"output directory {out.parent} is not a directory")
+    if out.is_dir():
+        raise MdlbenchError(f"output {out} is a directory; name the container file")
     cfg = compose([f"model={args.model}", "data=file", f"data.path={src}", "logger=disabled",
                    f"code.verify={not args.no_verify}", *args.overrides])
     cfg.experiment = "compress"

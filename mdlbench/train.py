@@ -10,6 +10,7 @@ reproduced the data and its sha256.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,12 +126,13 @@ class Tail:
 
     def __init__(self, steps: int):
         self.first = steps - max(1, steps // 10)
-        self.bits, self.ideal_bits, self.bytes = 0, 0.0, 0
+        self.bits, self.ideal_bits, self.estimate_bits, self.bytes = 0, 0.0, 0.0, 0
 
     def add(self, m: dict[str, Any]) -> None:
         if m["step"] >= self.first:
             self.bits += m["code/bits"]
             self.ideal_bits += m["code/ideal_bits"]
+            self.estimate_bits += m["train/loss_nats"] * m["step_bytes"] / math.log(2)  # as the cursor sums it
             self.bytes += m["step_bytes"]
 
 
@@ -230,6 +232,7 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
             "bits_per_byte": res.estimate_bits / n if n else None,
             "over_real": res.estimate_bits / bits if bits else None,
             "over_ideal": res.estimate_bits / res.ideal_bits if res.ideal_bits else None,
+            "final_chunk_bits_per_byte": tail.estimate_bits / tail_bytes if tail_bytes else None,
         },
         "verify": {"ok": None, "decoded_sha256": None},
         "time": {"encode_s": res.encode_s, "encode_total_s": encode_total_s},

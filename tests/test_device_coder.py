@@ -219,6 +219,7 @@ def _lines(path) -> int:
         return 0
 
 
+@pytest.mark.slow  # suite budget: ~95 s on 2 cores; the host coder's resume test is in the default suite
 def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     """As the host coder's test in test_reliability.py, with code.coder=device."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -93,7 +93,8 @@ def test_memory_needs_rotary_positions():
         validate(Config(model=ModelConfig(family="lstm", positions="rope", context=64)))
 
 
-@pytest.mark.parametrize("extra", [[], ["++model.ngram_orders=[1,2]", "++model.ngram_log2_rows=10"]],
+@pytest.mark.parametrize("extra", [[], pytest.param(["++model.ngram_orders=[1,2]", "++model.ngram_log2_rows=10"],
+                                                     marks=pytest.mark.slow)],  # suite budget: -m slow
                          ids=["transformer", "transformer+ngram"])
 def test_memory_round_trip_in_separate_processes(tmp_path, extra):
     """compress (verified by a separate decoder process) then decompress in a third process."""
@@ -131,6 +132,8 @@ def test_real_run_records_the_estimate_and_estimate_mode_writes_no_code(tmp_path
     assert not list(est_dir.glob("*.mdl")) and not list(est_dir.glob("verify*"))
     # Same data order, batches and optimiser: the fast mode's sum is the real run's estimate.
     assert est["code"]["ideal_bits"] == pytest.approx(est_real["bits"], rel=2e-3)
+    # ... and so is its final chunk (the last ~10% of steps), which the real run records too.
+    assert est["code"]["final_chunk_ideal_bits_per_byte"] == pytest.approx(est_real["final_chunk_bits_per_byte"], rel=5e-3)
 
 
 def _hydra(overrides):

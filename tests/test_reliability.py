@@ -90,6 +90,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow  # suite budget: ~70 s on 2 cores
 def test_two_devices_data_parallel_replays_bit_exactly(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
@@ -119,7 +120,7 @@ def test_more_devices_than_present_is_one_clear_line(tmp_path):
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
-@pytest.mark.parametrize("content", [b"x", b"\x00\xff"])
+@pytest.mark.parametrize("content", [b"x", pytest.param(b"\x00\xff", marks=pytest.mark.slow)])  # suite budget
 def test_one_and_two_byte_files_round_trip(tmp_path, content):
     src = tmp_path / "tiny.bin"
     src.write_bytes(content)

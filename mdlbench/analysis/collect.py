@@ -28,7 +28,8 @@ A sweep directory ``results/runs/<experiment>/`` holds job directories
   the ``estimate.*`` columns (``estimate.bits``, ``estimate.bits_per_byte``,
   ``estimate.final_chunk_bits_per_byte``), where every real run records the same estimate beside
   its bitstream, so that one column holds the estimate of every job and the ``code.bits*`` columns
-  hold real bitstreams only. (A real run records no final-chunk estimate: that cell stays empty.)
+  hold real bitstreams only. (Runs made before real runs recorded their final-chunk estimate
+  leave that cell empty.)
 * ``ideal``: capacity runs measure ideal code lengths and write no bitstream, so there is nothing
   to decode; they count as complete.
 
