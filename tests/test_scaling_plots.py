@@ -139,7 +139,8 @@ def usable(sweep) -> pd.DataFrame:
 
 
 def _legend_texts(fig) -> list[str]:
-    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    """Legend entries with their line wrapping undone (labels are wrapped to the panel width)."""
+    return [" ".join(t.get_text().split()) for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
 
 
 # --------------------------------------------------------------------------- collect
