@@ -16,6 +16,7 @@ def _text(n: int) -> bytes:
     return shared_data("canterbury/alice29.txt").read_bytes()[:n]
 
 
+@pytest.mark.slow  # suite budget; an n-gram model's separate-process replay stays in the default suite (test_program)
 def test_ngram_mix_replays_bit_exactly_and_beats_the_bare_model():
     """Counts are carried state rebuilt by the decoder: the container decodes to the input,
     and on text the mixture codes far shorter than the same LSTM alone."""
@@ -60,6 +61,7 @@ def test_ngram_tables_count_every_coded_byte_but_the_windows_last():
     np.testing.assert_array_equal(table, expect)
 
 
+@pytest.mark.slow  # suite budget (~80 s on 2 cores); the table/provenance logic is tested by the baselines-only test
 def test_bench_writes_verified_rows_and_rerun_replaces_them(tmp_path):
     shared_data("canterbury/alice29.txt")
     args = ["bench", "data=alice29", "data.max_bytes=3000", "model.d_model=32", "model.ngram_log2_rows=10",

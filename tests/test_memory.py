@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli, run_train
+from mdlbench.coding import container
 
 SMALL_MEM = ["model=nano", "model.positions=rope", "model.context=48", "code.batch_size=2", "code.seq_len=16", "baselines=false",
              "logger=disabled"]
@@ -97,14 +98,14 @@ def test_memory_needs_rotary_positions():
                                                      marks=pytest.mark.slow)],  # suite budget: -m slow
                          ids=["transformer", "transformer+ngram"])
 def test_memory_round_trip_in_separate_processes(tmp_path, extra):
-    """compress (verified by a separate decoder process) then decompress in a third process."""
+    """compress, then decompress in a separate process (the verification compress would run is
+    the same replay: one decoder process is enough for the suite)."""
     src = tmp_path / "in.txt"
     text = (REPO / "README.md").read_bytes()[:3000]
     src.write_bytes(text)
     out, back = tmp_path / "in.mdl", tmp_path / "back.txt"
-    r = run_cli("compress", str(src), "-o", str(out), *SMALL_MEM, *extra)
+    r = run_cli("compress", str(src), "-o", str(out), "--no-verify", *SMALL_MEM, *extra)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "verified by a separate decoder" in r.stdout
     r = run_cli("decompress", str(out), "-o", str(back))
     assert r.returncode == 0, r.stderr[-2000:]
     assert back.read_bytes() == text
@@ -115,10 +116,12 @@ def test_real_run_records_the_estimate_and_estimate_mode_writes_no_code(tmp_path
     fast mode reports only an ideal estimate and leaves no container or verification."""
     common = [*SMALL_MEM, "data=pystdlib", "data.max_bytes=4000"]
     real_dir, est_dir = tmp_path / "real", tmp_path / "est"
-    r = run_train(*common, f"hydra.run.dir={real_dir}")
+    # Not verified here (the round trip above decodes memory containers): the bits are the bitstream's.
+    r = run_train(*common, "code.verify=false", f"hydra.run.dir={real_dir}")
     assert r.returncode == 0, r.stderr[-2000:]
     real = json.loads((real_dir / "summary.json").read_text())
-    assert real["verify"]["ok"] is True
+    _, payload = container.read(next(real_dir.glob("*.mdl")))
+    assert real["code"]["bits"] == 8 * len(payload)
     est_real = real["estimate"]
     assert est_real["over_real"] == pytest.approx(est_real["bits"] / real["code"]["bits"])
     # Same probabilities up to the training forward's rounding: the estimate tracks the code closely.

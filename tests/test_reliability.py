@@ -32,18 +32,22 @@ def _lines(path: Path) -> int:
         return 0
 
 
+# Half of SMALL's data: ~94 steps, a checkpoint every 8 (the suite's budget; the kill point is still random).
+KILLED = [o if not o.startswith("data.max_bytes=") else "data.max_bytes=12000" for o in SMALL]
+
+
 def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    r = run_train(*SMALL, f"hydra.run.dir={whole}")
+    r = run_train(*KILLED, f"hydra.run.dir={whole}")
     assert r.returncode == 0, r.stderr
     steps = json.loads((whole / "summary.json").read_text())["config"]["code"]
     n_steps = _lines(whole / "metrics.jsonl")
-    assert n_steps > 100, steps
+    assert n_steps > 80, steps
 
     # Kill at a random step (seeded, so a failure can be reproduced), past the first checkpoint.
     kill_at = random.Random(os.getpid()).randrange(12, n_steps - 5)
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(_train_cmd(*SMALL, f"hydra.run.dir={killed}"), cwd=REPO, env=env,
+    proc = subprocess.Popen(_train_cmd(*KILLED, f"hydra.run.dir={killed}"), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while _lines(killed / "metrics.jsonl") < kill_at and proc.poll() is None and time.monotonic() < deadline:
@@ -54,7 +58,7 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     assert not (killed / "pystdlib.mdl").exists() and not (killed / "summary.json").exists()
     assert (killed / "checkpoint").is_dir()
 
-    r = run_train(*SMALL, f"hydra.run.dir={killed}")
+    r = run_train(*KILLED, f"hydra.run.dir={killed}")
     assert r.returncode == 0, r.stderr
     assert "resuming from the checkpoint at step" in r.stdout, (kill_at, r.stdout)
     assert (killed / "pystdlib.mdl").read_bytes() == (whole / "pystdlib.mdl").read_bytes(), f"killed at step {kill_at}"
@@ -64,10 +68,8 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     assert steps_seen == list(range(n_steps))
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["code"]["bits"] == json.loads((whole / "summary.json").read_text())["code"]["bits"]
-
-    # The resumed container decodes in a separate process.
-    r = run_cli("decode", str(killed / "pystdlib.mdl"), "-o", str(tmp_path / "out"))
-    assert r.returncode == 0, r.stderr
+    # Byte-identical to the uninterrupted run's container, so it decodes as any container does
+    # (the device coder's resume test, -m slow, also decodes its resumed container).
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):
@@ -124,7 +126,8 @@ def test_more_devices_than_present_is_one_clear_line(tmp_path):
 def test_one_and_two_byte_files_round_trip(tmp_path, content):
     src = tmp_path / "tiny.bin"
     src.write_bytes(content)
-    r = run_cli("compress", str(src), "-o", str(tmp_path / "t.mdl"), "model=nano")
+    # The decompress below is the separate-process check: compress need not run one as well.
+    r = run_cli("compress", str(src), "-o", str(tmp_path / "t.mdl"), "model=nano", "--no-verify")
     assert r.returncode == 0, r.stderr
     r = run_cli("decompress", str(tmp_path / "t.mdl"), "-o", str(tmp_path / "back"))
     assert r.returncode == 0, r.stderr
@@ -189,6 +192,7 @@ def test_file_larger_than_the_stream_threshold_is_streamed_not_loaded(tmp_path):
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["big.bin"]
 
 
+@pytest.mark.slow  # suite budget (~70 s); streaming itself is in the default suite (the test above)
 def test_streamed_decode_writes_through_a_temporary_file(tmp_path):
     src = tmp_path / "src.txt"
     src.write_bytes((REPO / "README.md").read_bytes()[:3000])

@@ -158,6 +158,7 @@ def test_decoder_refuses_corrupted_files_and_missing_cpus(tiny_run, tmp_path):
     assert r.returncode == 2 and "sha256" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # suite budget (~30 s); the byte decoders' CPU pinning is in the default suite
 def test_decoder_pins_fewer_cpus_than_the_machine_has(tiny_run, tmp_path):
     """A file encoded with 1 thread decodes from a process that could use more (after pinning)."""
     if len(os.sched_getaffinity(0)) < 2:
