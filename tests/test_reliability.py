@@ -32,8 +32,8 @@ def _lines(path: Path) -> int:
         return 0
 
 
-# Half of SMALL's data: ~94 steps, a checkpoint every 8 (the suite's budget; the kill point is still random).
-KILLED = [o if not o.startswith("data.max_bytes=") else "data.max_bytes=12000" for o in SMALL]
+# A third of SMALL's data: ~63 steps, a checkpoint every 8 (the suite's budget; the kill point is still random).
+KILLED = [o if not o.startswith("data.max_bytes=") else "data.max_bytes=8000" for o in SMALL]
 
 
 def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
@@ -42,7 +42,7 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     assert r.returncode == 0, r.stderr
     steps = json.loads((whole / "summary.json").read_text())["config"]["code"]
     n_steps = _lines(whole / "metrics.jsonl")
-    assert n_steps > 80, steps
+    assert n_steps > 50, steps
 
     # Kill at a random step (seeded, so a failure can be reproduced), past the first checkpoint.
     kill_at = random.Random(os.getpid()).randrange(12, n_steps - 5)
