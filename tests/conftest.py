@@ -44,8 +44,46 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           preexec_fn=preexec_fn)
 
 
+TRAIN_CMD = [sys.executable, "-c", "from mdlbench.cli import train_main; train_main()"]  # mdlbench-train
+
+
 def run_train(*overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Runs ``mdlbench-train OVERRIDES`` in a fresh process."""
     e = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-c", "from mdlbench.cli import train_main; train_main()", *overrides],
-                          capture_output=True, text=True, cwd=cwd or REPO, env=e, timeout=timeout)
+    return subprocess.run([*TRAIN_CMD, *overrides], capture_output=True, text=True, cwd=cwd or REPO, env=e,
+                          timeout=timeout)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """Asserts a CLI refusal: exit status 2, one stderr line, no traceback, containing ``needles``."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def count_lines(path: Path) -> int:
+    """Lines written so far to a file another process appends to (0 before it exists)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def sigkill_training_at_step(overrides: list[str], run_dir: Path, step: int, timeout_s: float = 300) -> None:
+    """Starts ``mdlbench-train OVERRIDES hydra.run.dir=RUN_DIR`` and SIGKILLs it once its
+    metrics.jsonl has ``step`` lines (asserting it was still running then)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([*TRAIN_CMD, *overrides, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            env={**os.environ, "WANDB_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout_s
+    while count_lines(run_dir / "metrics.jsonl") < step and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read().decode()[-500:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

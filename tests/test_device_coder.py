@@ -9,15 +9,11 @@ import hashlib
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli, run_train, small_config
+from conftest import REPO, count_lines, one_line_error, run_cli, run_train, sigkill_training_at_step, small_config
 from mdlbench.codes import prequential
 from mdlbench.coding import container, device_rans as dr
 from mdlbench.errors import MdlbenchError
@@ -38,15 +34,6 @@ def _device_config(family: str, batch: int, seq_len: int, segment_steps: int, la
     cfg = small_config(family, batch_size=batch, seq_len=seq_len, verify=False)
     cfg.code.coder, cfg.code.segment_steps, cfg.code.coder_lanes = "device", segment_steps, lanes
     return cfg
-
-
-def _one_line_error(r, *needles):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
@@ -74,7 +61,7 @@ def test_cli_round_trip_decodes_with_another_cpu_count(tmp_path):
     blob = bytearray((tmp_path / "a.mdl").read_bytes())
     blob[-60] ^= 0x21
     (tmp_path / "g.mdl").write_bytes(bytes(blob))
-    _one_line_error(run_cli("decompress", str(tmp_path / "g.mdl"), "-o", str(tmp_path / "g.txt")), "CRC32")
+    one_line_error(run_cli("decompress", str(tmp_path / "g.mdl"), "-o", str(tmp_path / "g.txt")), "CRC32")
     assert not (tmp_path / "g.txt").exists()
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -204,38 +191,19 @@ def test_1000_corruptions_are_all_refused_in_one_line(tiny):
 
 
 # ---- checkpoint / resume -------------------------------------------------------------------------
-def _train_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "-c", "from mdlbench.cli import train_main; train_main()", *overrides]
-
-
-def _lines(path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
 @pytest.mark.slow  # suite budget: ~95 s on 2 cores; the host coder's resume test is in the default suite
 def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     """As the host coder's test in test_reliability.py, with code.coder=device."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     r = run_train(*SMALL, f"hydra.run.dir={whole}")
     assert r.returncode == 0, r.stderr
-    n_steps = _lines(whole / "metrics.jsonl")
+    n_steps = count_lines(whole / "metrics.jsonl")
     assert n_steps > 30
     header = container.read(whole / "pystdlib.mdl")[0]
     assert header["coder"] == dr.NAME and len(header["layout"]["segments"]) == -(-n_steps // 4)
 
     kill_at = random.Random(os.getpid()).randrange(6, n_steps - 3)  # past the first checkpoint
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(_train_cmd(*SMALL, f"hydra.run.dir={killed}"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while _lines(killed / "metrics.jsonl") < kill_at and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, f"run ended before step {kill_at}: {proc.stderr.read().decode()[-500:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_training_at_step(SMALL, killed, kill_at)
     assert not (killed / "pystdlib.mdl").exists() and (killed / "checkpoint").is_dir()
 
     r = run_train(*SMALL, f"hydra.run.dir={killed}")
@@ -251,7 +219,7 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
 
 def test_device_coder_with_several_devices_is_one_clear_line(tmp_path):
     r = run_train(*SMALL, "code.devices=2", f"hydra.run.dir={tmp_path / 'run'}")
-    _one_line_error(r, "code.coder=device", "code.devices=1")
+    one_line_error(r, "code.coder=device", "code.devices=1")
 
 
 def test_the_accelerator_branch_codes_the_same_bytes(tiny, monkeypatch):

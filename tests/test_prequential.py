@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli, small_config
+from conftest import one_line_error, run_cli, small_config
 from mdlbench import train
 from mdlbench.codes.prequential import Layout
 from mdlbench.coding import container
@@ -86,15 +86,6 @@ def encoded(tmp_path_factory):
     return tmp / "x.mdl", data
 
 
-def _one_line_error(r, *needles):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in err, err
-    return err
-
-
 def test_tampered_payload_is_refused_and_nothing_written(encoded, tmp_path):
     path, _ = encoded
     blob = bytearray(path.read_bytes())
@@ -102,7 +93,7 @@ def test_tampered_payload_is_refused_and_nothing_written(encoded, tmp_path):
     bad = tmp_path / "bad.mdl"
     bad.write_bytes(bytes(blob))
     r = run_cli("decompress", str(bad), "-o", str(tmp_path / "out"))
-    _one_line_error(r, "CRC32")
+    one_line_error(r, "CRC32")
     assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.mdl"]
 
 
@@ -122,7 +113,7 @@ def test_environment_mismatch_refused_in_one_line(encoded, tmp_path, field, valu
     obj[last] = value
     bad = tmp_path / "bad.mdl"
     container.write(bad, header, payload)
-    _one_line_error(run_cli("decode", str(bad), "-o", str(tmp_path / "out")), needle)
+    one_line_error(run_cli("decode", str(bad), "-o", str(tmp_path / "out")), needle)
     assert not (tmp_path / "out").exists()
 
 

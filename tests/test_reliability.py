@@ -14,22 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, run_train
+from conftest import REPO, TRAIN_CMD, count_lines, run_cli, run_train, sigkill_training_at_step
 
 # ~190 steps of 4 x 32 bytes with the smallest preset; a segment (checkpoint point) every 8 steps.
 SMALL = ["model=nano", "data=pystdlib", "data.max_bytes=24000", "code.batch_size=4", "code.seq_len=32",
          "code.segment_steps=8", "code.checkpoint_s=0", "code.verify=false", "logger=disabled", "baselines=false"]
-
-
-def _train_cmd(*overrides: str) -> list[str]:
-    return [sys.executable, "-c", "from mdlbench.cli import train_main; train_main()", *overrides]
-
-
-def _lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
 
 
 # A third of SMALL's data: ~63 steps, a checkpoint every 8 (the suite's budget; the kill point is still random).
@@ -41,20 +30,12 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
     r = run_train(*KILLED, f"hydra.run.dir={whole}")
     assert r.returncode == 0, r.stderr
     steps = json.loads((whole / "summary.json").read_text())["config"]["code"]
-    n_steps = _lines(whole / "metrics.jsonl")
+    n_steps = count_lines(whole / "metrics.jsonl")
     assert n_steps > 50, steps
 
     # Kill at a random step (seeded, so a failure can be reproduced), past the first checkpoint.
     kill_at = random.Random(os.getpid()).randrange(12, n_steps - 5)
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(_train_cmd(*KILLED, f"hydra.run.dir={killed}"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while _lines(killed / "metrics.jsonl") < kill_at and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, f"run ended before step {kill_at}: {proc.stderr.read().decode()[-500:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    sigkill_training_at_step(KILLED, killed, kill_at)
     assert not (killed / "pystdlib.mdl").exists() and not (killed / "summary.json").exists()
     assert (killed / "checkpoint").is_dir()
 
@@ -75,7 +56,7 @@ def test_sigkill_then_resume_gives_the_same_container_bytes(tmp_path):
 def test_checkpoint_of_another_config_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(_train_cmd(*SMALL, f"hydra.run.dir={run_dir}"), cwd=REPO, env=env,
+    proc = subprocess.Popen([*TRAIN_CMD, *SMALL, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     # A finished orbax checkpoint is a directory named by its step (renamed into place when complete).
@@ -98,7 +79,7 @@ def test_two_devices_data_parallel_replays_bit_exactly(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     overrides = [o for o in SMALL if not o.startswith("code.verify")] + [
         "data.max_bytes=6000", "code.devices=2", "code.verify=true", f"hydra.run.dir={run_dir}"]
-    r = subprocess.run(_train_cmd(*overrides), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*TRAIN_CMD, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["verify"]["ok"] is True and summary["verify"]["decoded_sha256"] == summary["data"]["sha256"]
