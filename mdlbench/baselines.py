@@ -41,6 +41,7 @@ import hashlib
 import json
 import lzma
 import multiprocessing
+import os
 import sys
 import time
 import zlib
@@ -246,7 +247,12 @@ def measure_all(data: bytes, *, jobs: int = 2, names: Sequence[str] | None = Non
     if not data:
         raise DataError("cannot measure compression of empty input")
     data = bytes(data)
-    if jobs <= 1 or len(names) <= 1:
+    if hasattr(os, "sched_getaffinity"):  # a job pinned to one CPU gains nothing from workers
+        jobs = min(jobs, len(os.sched_getaffinity(0)))
+    # Inside a launcher's worker (joblib's loky) the process-wide start method is the launcher's,
+    # which spawned children cannot resolve: they die at start-up and the pool never finishes.
+    foreign = multiprocessing.get_start_method(allow_none=True) not in (None, "fork", "spawn", "forkserver")
+    if jobs <= 1 or len(names) <= 1 or foreign:
         return {n: measure(n, data) for n in names}
     order = sorted(names, key=lambda n: -BASELINES[n].cost)
     ctx = multiprocessing.get_context("spawn")

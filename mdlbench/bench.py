@@ -26,6 +26,12 @@ its provenance sidecar (:mod:`mdlbench.provenance`); the table's sidecar keeps o
 ``config_sha256``, ``program_bits`` and ``source_sha256``), so rows upserted by different runs keep
 their own provenance. ``--baselines-only`` runs just the classic compressors on the composed
 config's data (no JAX, about half a minute on dickens).
+
+With ``code.name=estimate`` (the fast mode) the command measures the fast mode's speed instead: it
+runs the training-loss estimate, then times plain training of the same model on the same windows
+in the same process (both times include their compilation), and upserts one row into ``results/tables/estimate_speed.csv`` (the estimate is
+an ideal length, never a verified code, so it stays out of ``bench.csv``): ``speed_over_plain`` =
+plain-training time / estimate time.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ COLUMNS = ["method", "device", "data", "bytes", "n_params", "bits", "bits_per_by
            "encode_over_train", "decode_over_encode", "encode_bytes_per_s", "decode_bytes_per_s",
            "verified", "budget_s", "within_budget", "config", "record"]
 KEY = ("method", "device", "data", "bytes")
+ESTIMATE_COLUMNS = ["method", "device", "data", "bytes", "n_params", "steps", "estimate_ideal_bits_per_byte",
+                    "estimate_s", "train_only_s", "speed_over_plain", "estimate_bytes_per_s",
+                    "train_only_bytes_per_s", "config", "run_dir"]
+ESTIMATE_TABLE = Path("results/tables/estimate_speed.csv")
 
 
 def compose(overrides: list[str]) -> Config:
@@ -82,18 +92,20 @@ def device_label(cfg: Config) -> str:
     return f"{dev.platform} {dev.device_kind}"
 
 
-def plain_training_s(cfg: Config, data) -> float:
+def plain_training_s(cfg: Config, data, with_compile: bool = False) -> float:
     """Wall time of the same optimiser updates on the same windows with no coding pass
-    (compilation excluded, as it is from the encode time). The carried state is not advanced,
-    so its losses are not the coder's and are not reported."""
+    (compilation excluded, as it is from the encode time; included with ``with_compile``, as it is
+    in the fast mode's loop time). The carried state is not advanced, so its losses are not the
+    coder's and are not reported."""
     from mdlbench.codes import prequential
 
     layout = prequential.Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
     prog = prequential.Program(cfg, layout, prequential.Host(layout))
     carry = prog.initial()
-    x0 = layout.window(data, 0)
-    prog.train_only(prog.initial(), x0, layout.valid_window(0))  # compile outside the clock
     t0 = time.perf_counter()
+    if not with_compile:
+        prog.train_only(prog.initial(), layout.window(data, 0), layout.valid_window(0))  # compile outside the clock
+        t0 = time.perf_counter()
     for s in range(layout.steps):
         carry, _ = prog.train_only(carry, layout.window(data, s), layout.valid_window(s))
     return time.perf_counter() - t0
@@ -112,7 +124,8 @@ def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(_fmt(row.get(k)) for k in KEY)
 
 
-def upsert(table: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]] | None = None) -> None:
+def upsert(table: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]] | None = None,
+           columns: list[str] = COLUMNS) -> None:
     """Replaces the rows with the same (method, device, data, bytes) and writes the table atomically.
 
     The table's provenance sidecar keeps the entries of the rows that stay and adds ``results``
@@ -126,12 +139,12 @@ def upsert(table: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]
     keys = {row_key(r) for r in rows}
     kept = [r for r in old if tuple(r.get(k, "") for k in KEY) not in keys]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in kept:
         w.writerow(r)
     for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+        w.writerow({k: _fmt(r.get(k)) for k in columns})
     table.parent.mkdir(parents=True, exist_ok=True)
     container.atomic_write(table, buf.getvalue().encode())
     new = {tuple(e["key"]): e for e in results or []}
@@ -202,11 +215,7 @@ def write_record(records: Path, cfg: Config, summary: dict[str, Any], train: dic
 def neural_row(cfg: Config, summary: dict[str, Any], train_s: float | None, device: str,
                budget_s: float) -> dict[str, Any]:
     c, t, n = summary["code"], summary["time"], summary["data"]["bytes"]
-    m = cfg.model
-    label = f"prequential {m.family} d{m.d_model}x{m.n_layers}"
-    if m.ngram_orders:
-        label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
-    label += f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"
+    label = method_label(cfg)
     if cfg.code.coder == "device":  # the coder changes the bits and the times: its own row
         label += f" device-rANS lanes{cfg.code.coder_lanes or cfg.code.batch_size}"
     return {
@@ -260,6 +269,8 @@ def command(args) -> int:
     cfg = compose(overrides)
     if args.baselines_only:
         return _baselines_only(cfg, args)
+    if cfg.code.name == "estimate":
+        return _estimate_speed(cfg, args)
     if not cfg.code.verify:
         raise MdlbenchError("the benchmark reports verified code lengths only: drop code.verify=false")
     from mdlbench import data as data_lib
@@ -301,6 +312,50 @@ def command(args) -> int:
         print(f"{r['method']:<{width}}  {r['bits_per_byte']:.4f} bits/byte  verified={r['verified']}{extra}")
     print(f"wrote {args.table}  (run record: {record})")
     return 0 if all(r["verified"] for r in rows) else 1
+
+
+def method_label(cfg: Config) -> str:
+    """The model and coding shape of a row, e.g. ``prequential transformer d64x2 B16xT32 u1``."""
+    m = cfg.model
+    label = f"{cfg.code.name} {m.family} d{m.d_model}x{m.n_layers}"
+    if m.ngram_orders:
+        label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
+    if m.context:
+        label += f" mem{m.context}"
+    return label + f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"
+
+
+def estimate_row(cfg: Config, summary: dict[str, Any], train_s: float, device: str) -> dict[str, Any]:
+    """One row of ``estimate_speed.csv``: the fast mode's time against plain training's."""
+    n, est_s = summary["data"]["bytes"], summary["time"]["train_s"]
+    return {
+        "method": method_label(cfg), "device": device, "data": summary["data"]["name"], "bytes": n,
+        "n_params": summary["model"]["n_params"], "steps": summary["code"]["steps"],
+        "estimate_ideal_bits_per_byte": summary["code"]["ideal_bits_per_byte"], "estimate_s": est_s,
+        "train_only_s": train_s, "speed_over_plain": train_s / est_s if est_s else None,
+        "estimate_bytes_per_s": n / est_s if est_s else None, "train_only_bytes_per_s": n / train_s if train_s else None,
+        "config": config_lib.config_hash(cfg), "run_dir": Path(cfg.run_dir).as_posix(),
+    }
+
+
+def _estimate_speed(cfg: Config, args) -> int:
+    """``code.name=estimate``: the fast mode's run, then plain training timed in the same process."""
+    from mdlbench import data as data_lib
+    from mdlbench import train
+
+    train.pin_threads(cfg.threads)  # before JAX is imported
+    summary = train.run(cfg)
+    dataset = data_lib.load(cfg.data)
+    print("timing plain training (same updates, no estimate)...", flush=True)
+    train_s = plain_training_s(cfg, dataset.data, with_compile=True)  # the estimate's time includes its compile
+    row = estimate_row(cfg, summary, train_s, device_label(cfg))
+    table = ESTIMATE_TABLE if args.table == Path("results/tables/bench.csv") else args.table
+    upsert(table, [row], columns=ESTIMATE_COLUMNS)
+    print(f"{row['method']} on {row['data']}: estimate {row['estimate_s']:.1f} s, plain training "
+          f"{row['train_only_s']:.1f} s: the fast mode runs at {row['speed_over_plain']:.3f}x plain training's speed"
+          f"  (~{row['estimate_ideal_bits_per_byte']:.4f} bits/byte, an estimate: no bitstream)")
+    print(f"wrote {table}")
+    return 0
 
 
 def _baselines_only(cfg: Config, args) -> int:

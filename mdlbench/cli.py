@@ -20,7 +20,7 @@ from mdlbench.errors import MdlbenchError, one_line
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "decode": ("mdlbench.codes.replay", "replay-decode a run directory or .mdl container and check its sha256"),
+    "decode": ("mdlbench.codes.decode", "decode any mdlbench container (or a run directory holding one) and check its sha256"),
     "compress": ("mdlbench.compress", "compress a file into a verified .mdl container"),
     "decompress": ("mdlbench.compress", "decompress a .mdl container"),
     "collect": ("mdlbench.analysis.collect", "gather a sweep's runs into one table (CSV + Parquet)"),

@@ -153,6 +153,61 @@ def _resume_metrics(metrics_path: Path, step: int, tail: Tail) -> None:
     container.atomic_write(metrics_path, "".join(kept).encode())
 
 
+def run_header(cfg: Config, dataset, n_params: int) -> dict[str, Any]:
+    """The summary entries every run starts with, real or estimate: what was coded, by what."""
+    return {
+        "experiment": cfg.experiment,
+        "seed": cfg.seed,
+        "data": {"name": dataset.name, "bytes": len(dataset.data), "sha256": dataset.sha256, "path": dataset.path},
+        "source": {"entropy_rate_bits": dataset.entropy_rate_bits},
+        "model": {**config_lib.to_dict(cfg)["model"], "n_params": n_params},
+    }
+
+
+class StepSinks:
+    """Where every step's metrics go: the JSON-lines file, the progress bar and wandb (when a
+    metrics file is written); the coding and the estimate loops share it as their ``on_step``."""
+
+    def __init__(self, cfg: Config, metrics_path: Path | None, bar: "Progress | None", append: bool = False,
+                 tail: "Tail | None" = None):
+        self.metrics_f = open(metrics_path, "a" if append else "w") if metrics_path else None
+        self.bar, self.tail = bar, tail
+        self.tracker = _wandb_start(cfg) if metrics_path else None
+
+    def __call__(self, m: dict[str, Any]) -> None:
+        if self.tail is not None:
+            self.tail.add(m)
+        if self.metrics_f:
+            self.metrics_f.write(json.dumps(m) + "\n")
+            self.metrics_f.flush()  # a killed run's file holds every step it finished
+        if self.bar:
+            self.bar.update(m)
+        if self.tracker:
+            self.tracker.log(m, step=m["step"])
+
+    def run(self, loop):
+        """Runs ``loop()``; the file and the bar are closed whatever happens, wandb on failure."""
+        try:
+            return loop()
+        except BaseException:
+            if self.tracker:
+                self.tracker.finish()
+            raise
+        finally:
+            if self.metrics_f:
+                self.metrics_f.close()
+            if self.bar:
+                self.bar.close()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Hands the run's summary to wandb and closes it."""
+        if self.tracker:
+            try:
+                self.tracker.summary(summary)
+            finally:
+                self.tracker.finish()
+
+
 def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path | None = None,
                  progress: bool = True, checkpoint_dir: Path | None = None) -> dict[str, Any]:
     """Encodes ``dataset`` into ``container_path``, verifies it (if configured); returns the summary.
@@ -171,32 +226,10 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
               flush=True)
         if metrics_path:
             _resume_metrics(metrics_path, cursor.step, tail)
-    metrics_f = open(metrics_path, "a" if cursor is not None else "w") if metrics_path else None
     bar = Progress(len(dataset.data), f"{cfg.model.name} on {dataset.name}", cfg.logger.log_every_s) if progress else None
-    tracker = _wandb_start(cfg) if metrics_path else None
-
-    def on_step(m: dict[str, Any]) -> None:
-        tail.add(m)
-        if metrics_f:
-            metrics_f.write(json.dumps(m) + "\n")
-            metrics_f.flush()
-        if bar:
-            bar.update(m)
-        if tracker:
-            tracker.log(m, step=m["step"])
-
-    try:
-        info = {"name": dataset.name, "path": dataset.path}
-        res = prequential.encode(cfg, dataset.data, info, on_step=on_step, checkpoints=checkpoints)
-    except BaseException:
-        if tracker:
-            tracker.finish()
-        raise
-    finally:
-        if metrics_f:
-            metrics_f.close()
-        if bar:
-            bar.close()
+    sinks = StepSinks(cfg, metrics_path, bar, append=cursor is not None, tail=tail)
+    info = {"name": dataset.name, "path": dataset.path}
+    res = sinks.run(lambda: prequential.encode(cfg, dataset.data, info, on_step=sinks, checkpoints=checkpoints))
     encode_total_s = time.perf_counter() - t0
     container_bytes = container.write(container_path, res.header, res.payload, cfg.code.chunk_bytes)
     if checkpoints is not None:
@@ -206,11 +239,7 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
     program_bits = res.header["program"]["bits"]
     tail_bits, tail_bytes = tail.bits, tail.bytes  # payload growth over the last ~10% of steps
     summary: dict[str, Any] = {
-        "experiment": cfg.experiment,
-        "seed": cfg.seed,
-        "data": {"name": dataset.name, "bytes": n, "sha256": dataset.sha256, "path": dataset.path},
-        "source": {"entropy_rate_bits": dataset.entropy_rate_bits},
-        "model": {**config_lib.to_dict(cfg)["model"], "n_params": res.n_params},
+        **run_header(cfg, dataset, res.n_params),
         "code": {
             "name": "prequential",
             "bits": bits,
@@ -257,11 +286,8 @@ def code_dataset(cfg: Config, dataset, container_path: Path, metrics_path: Path 
             from mdlbench import baselines
 
             summary["baselines"] = baselines.measure_all(dataset.data)
-        if tracker:
-            tracker.summary(summary)
     finally:
-        if tracker:
-            tracker.finish()
+        sinks.finish(summary)
     return summary
 
 
@@ -293,38 +319,14 @@ def estimate_dataset(cfg: Config, dataset, metrics_path: Path | None = None, pro
     from mdlbench.coding import program
     from mdlbench.codes import prequential
 
-    metrics_f = open(metrics_path, "w") if metrics_path else None
     bar = Progress(len(dataset.data), f"{cfg.model.name} on {dataset.name} (estimate)",
                    cfg.logger.log_every_s) if progress else None
-    tracker = _wandb_start(cfg) if metrics_path else None
-
-    def on_step(m: dict[str, Any]) -> None:
-        if metrics_f:
-            metrics_f.write(json.dumps(m) + "\n")
-        if bar:
-            bar.update(m)
-        if tracker:
-            tracker.log(m, step=m["step"])
-
-    try:
-        res = prequential.estimate(cfg, dataset.data, on_step=on_step)
-    except BaseException:
-        if tracker:
-            tracker.finish()
-        raise
-    finally:
-        if metrics_f:
-            metrics_f.close()
-        if bar:
-            bar.close()
+    sinks = StepSinks(cfg, metrics_path, bar)
+    res = sinks.run(lambda: prequential.estimate(cfg, dataset.data, on_step=sinks))
     n = len(dataset.data)
     program_bits = program.program_bits(config_lib.program_dict(cfg))
     summary: dict[str, Any] = {
-        "experiment": cfg.experiment,
-        "seed": cfg.seed,
-        "data": {"name": dataset.name, "bytes": n, "sha256": dataset.sha256, "path": dataset.path},
-        "source": {"entropy_rate_bits": dataset.entropy_rate_bits},
-        "model": {**config_lib.to_dict(cfg)["model"], "n_params": res.n_params},
+        **run_header(cfg, dataset, res.n_params),
         "code": {
             "name": "estimate",
             "kind": "estimate (ideal): Σ pre-update training loss of every batch; no bitstream, nothing verified",
@@ -339,11 +341,7 @@ def estimate_dataset(cfg: Config, dataset, metrics_path: Path | None = None, pro
         "perf": {"train_bytes_per_s": n / res.train_s if res.train_s else None},
         "config": config_lib.to_dict(cfg),
     }
-    if tracker:
-        try:
-            tracker.summary(summary)
-        finally:
-            tracker.finish()
+    sinks.finish(summary)
     return summary
 
 

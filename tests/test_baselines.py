@@ -172,3 +172,21 @@ def test_dickens_under_a_minute():
     for k, v in expected.items():
         assert bpb[k] == pytest.approx(v, abs=0.02), k
     assert r["wall_s"] < 60
+
+
+def test_inside_a_launchers_worker_the_baselines_run_in_process(monkeypatch):
+    """joblib's loky workers set a start method that spawned children cannot resolve (they die at
+    start-up and a pool would wait forever), so there the compressors run in this process."""
+    import concurrent.futures
+    import multiprocessing
+
+    from mdlbench import baselines
+
+    def no_pool(*a, **k):
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "loky")
+    monkeypatch.setattr(baselines, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    out = baselines.measure_all(b"abracadabra " * 200, jobs=2, names=["gzip_9", "bzip2_9"])
+    assert set(out) == {"gzip_9", "bzip2_9"} and all(r["verified"] for r in out.values())

@@ -145,3 +145,28 @@ def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, nee
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and needle in r.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_bench_of_the_fast_mode_times_it_against_plain_training_and_writes_no_code(tmp_path):
+    """``code.name=estimate``: one run measures the estimate and plain training of the same model on
+    the same windows; the row goes to its own table, and nothing that looks like a code is written."""
+    shared_data("canterbury/alice29.txt")
+    from mdlbench import provenance
+
+    table = tmp_path / "estimate_speed.csv"
+    r = run_cli("bench", "data=alice29", "data.max_bytes=3000", "model=tx133k", "code.name=estimate",
+                "code.batch_size=4", "code.seq_len=16", "threads=1", "--table", str(table), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = list(csv.DictReader(open(table)))
+    assert row["method"].startswith("estimate transformer d64x2 mem128") and row["bytes"] == "3000"
+    assert float(row["speed_over_plain"]) == pytest.approx(float(row["train_only_s"]) / float(row["estimate_s"]),
+                                                              rel=1e-4)
+    assert float(row["speed_over_plain"]) > 0 and int(row["steps"]) == -(-3000 // 64)
+    run_dir = tmp_path / row["run_dir"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "bits" not in summary["code"] and summary["code"]["ideal_bits_per_byte"] == pytest.approx(
+        float(row["estimate_ideal_bits_per_byte"]), rel=1e-5)
+    assert not list(run_dir.glob("*.mdl")) and not (run_dir / "verify.ok").exists()
+    assert not (tmp_path / "results" / "tables" / "bench.csv").exists()
+    assert provenance.check_file(table) == []
+    assert "x plain training's speed" in r.stdout

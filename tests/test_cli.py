@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, run_train
+from conftest import REPO, one_line_error, run_cli, run_train
 
 SMALL = ["model=nano", "code.batch_size=4", "code.seq_len=32", "logger=disabled", "baselines=false"]
 
@@ -158,3 +158,14 @@ def test_readme_slurm_and_ray_commands_compose():
     c = _hydra_compose(["experiment=scaling_smoke", "launcher=slurm", "hydra.launcher.partition=cpu"])
     assert c.hydra.launcher._target_.endswith("SlurmLauncher") and c.hydra.launcher.partition == "cpu"
     assert c.hydra.launcher.cpus_per_task == c.threads  # the job is pinned to what it asked for
+
+
+def test_decode_names_what_it_cannot_decode_in_one_line(tmp_path):
+    """``mdlbench decode`` dispatches on the header's kind: an unknown kind, and a directory with
+    more than one container, are one-line refusals that name the problem."""
+    from mdlbench.coding import container
+
+    container.write(tmp_path / "odd.mdl", {"kind": "somebody.else", "format": 3}, b"\x00" * 8)
+    one_line_error(run_cli("decode", str(tmp_path / "odd.mdl")), "somebody.else", "mdlbench.prequential")
+    container.write(tmp_path / "two.mdl", {"kind": "somebody.else", "format": 3}, b"\x00" * 8)
+    one_line_error(run_cli("decode", str(tmp_path)), "found 2", "odd.mdl, two.mdl")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA_DIR, REPO, shared_data, small_config
+from conftest import DATA_DIR, REPO, run_cli, shared_data, small_config
 from mdlbench.coding import container, program
 
 HOOK = textwrap.dedent("""\
@@ -263,6 +263,10 @@ def test_bits_back_decoders_import_only_their_program(hook, tmp_path, code):
     assert r.returncode == 0 and r.stdout.startswith(f"OK {kind}"), r.stderr
     assert loaded <= set(p["files"]), loaded - set(p["files"])
     assert {"mdlbench/codes/bits_back/__main__.py", f"mdlbench/codes/bits_back/{code}.py"} <= loaded
+    # ``mdlbench decode`` reads the header's kind and hands the file to the same decoder.
+    r = run_cli("decode", str(path), "--data-dir", str(DATA_DIR), "-o", str(tmp_path / "decoded"))
+    assert r.returncode == 0 and f"({kind}): " in r.stdout and " OK " in r.stdout, r.stderr
+    assert (tmp_path / "decoded").stat().st_size == (16 * 784 if code == "bbans" else 40)
 
     forge_program_hash(path, tmp_path / "forged.mdl")
     r, _ = run_decoder(["mdlbench.codes.bits_back", "decode", str(tmp_path / "forged.mdl")], hook, tmp_path)

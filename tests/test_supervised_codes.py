@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import DATA_DIR, REPO, shared_data
+from conftest import DATA_DIR, REPO, run_cli, shared_data
 from mdlbench.codes.supervised import config as sconfig
 from mdlbench.codes.supervised import uniform
 from mdlbench.config import ConfigError
@@ -114,6 +114,10 @@ def test_all_codes_run_and_the_online_codes_decode_in_a_separate_process(tiny_ru
         assert rows[code]["ideal_bits"] <= rows[code]["bits"] <= rows[code]["ideal_bits"] + 96
         assert rows[code]["bits"] < rows["uniform"]["bits"]
         assert rows[code]["bits_per_label"] == rows[code]["bits"] / 300
+    # ``mdlbench decode`` dispatches a label file to its decoder by the header's kind.
+    r = run_cli("decode", summary["paths"]["prequential"], "--data-dir", str(DATA_DIR))
+    assert r.returncode == 0 and r.stdout.startswith("decoded 300 labels (prequential code)"), r.stderr
+    assert "OK" in r.stdout
     assert rows["two_part"]["verified"] == "in-process"
     assert rows["two_part"]["ideal_bits"] <= rows["two_part"]["bits"] <= rows["two_part"]["ideal_bits"] + 96
     assert rows["two_part"]["bits"] < rows["two_part_float32"]["bits"]

@@ -32,8 +32,6 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,12 @@ import numpy as np
 
 from mdlbench import provenance
 from mdlbench.codes.bits_back import config as bconfig
+from mdlbench.codes import harness
 from mdlbench.codes.bits_back import files
 from mdlbench.codes.bits_back.config import BitsBackConfig
 from mdlbench.coding import container, env, program
 from mdlbench.errors import DecodeError, MdlbenchError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 # The module that runs the experiment: with the decoder's program it is the code a finished run
 # depends on (re-running reuses the run only while that code is unchanged).
 RUN_MODULE = "mdlbench.codes.bits_back.run"
@@ -79,40 +77,14 @@ def _verify(paths: list[Path], cfg: BitsBackConfig, run_dir: Path) -> list[dict[
     """Decodes files in a separate process; returns its per-file results (sha256 checked there and here)."""
     out = run_dir / "verify.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "mdlbench.codes.bits_back", "decode", *map(str, paths), "--json", str(out)]
-    if cfg.data_dir:
-        cmd += ["--data-dir", cfg.data_dir]
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=e)
-    wall = time.perf_counter() - t0
+    args = ["decode", *map(str, paths), "--json", str(out)] + (["--data-dir", cfg.data_dir] if cfg.data_dir else [])
+    proc, wall = harness.run_decoder("mdlbench.codes.bits_back", *args)
     if proc.returncode != 0 or not out.exists():
-        text = (proc.stdout + proc.stderr).strip()
-        raise DecodeError(f"separate-process decode failed: {text.splitlines()[-1] if text else proc.returncode}")
+        raise DecodeError(f"separate-process decode failed: {harness.last_line(proc)}")
     results = json.loads(out.read_text())
     for r in results:
         r["process_wall_s"] = wall
     return results
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
-    """Writes the table atomically and its provenance (``results``: :func:`mdlbench.provenance.result`)."""
-    import pandas as pd
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(buf, index=False)
-    container.atomic_write(path, buf.getvalue().encode())
-    provenance.write(path, results=results)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _row(**kw: Any) -> dict[str, Any]:
@@ -163,14 +135,14 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
     else:
         summary, rows = _run_weights(cfg, run_dir, program_info)
     table = Path(cfg.out_dir) / "tables" / f"{cfg.experiment_name}.csv"
-    _write_table(table, rows, [provenance.result(
+    harness.write_table(table, rows, COLUMNS, [provenance.result(
         kind=program_info.kind, config=bconfig.to_dict(cfg), config_sha256=chash, program_bits=program_info.bits,
         source_sha256=program_info.source_sha256)])
     summary.update(config=bconfig.to_dict(cfg), config_hash=chash, source_sha256=code_sha,
                    program=program_info.header(), experiment=cfg.experiment_name, rows=rows, threads=env.threads())
     summary.setdefault("time", {})["total_s"] = time.perf_counter() - t0
     summary["paths"] = {**summary.get("paths", {}), "table": str(table), "summary": str(summary_path)}
-    container.atomic_write(summary_path, json.dumps(summary, indent=1, default=_json_default).encode())
+    container.atomic_write(summary_path, json.dumps(summary, indent=1, default=harness.json_default).encode())
     _log(f"done in {summary['time']['total_s']:.1f} s: {table}")
     return summary
 

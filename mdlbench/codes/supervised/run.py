@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdlbench import provenance
+from mdlbench.codes import harness
 from mdlbench.codes.supervised import config as sconfig
 from mdlbench.codes.supervised import files, uniform
 from mdlbench.codes.supervised.blockwise import blockwise_pass
@@ -59,7 +58,6 @@ from mdlbench.coding import container, program
 from mdlbench.data.supervised import labels_sha256, load_labelled
 from mdlbench.errors import DecodeError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 LABELS = {"uniform": "uniform", "two_part_float32": "two-part (float32)", "two_part": "two-part (quantized)",
           "blockwise": "block-wise online", "prequential": "prequential online", "variational": "variational"}
 COLUMNS = ["code", "label", "kind", "bits", "bits_per_label", "ideal_bits", "ideal_bits_per_label", "verified",
@@ -78,17 +76,10 @@ def _log(msg: str) -> None:
 
 def _verify(path: Path, cfg: SupervisedConfig) -> dict[str, Any]:
     """Decodes a file in a separate process; returns its parsed OK line and wall time."""
-    cmd = [sys.executable, "-m", "mdlbench.codes.supervised", "decode", str(path)]
-    if cfg.data_dir:
-        cmd += ["--data-dir", cfg.data_dir]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    out = (proc.stdout + proc.stderr).strip()
+    proc, wall = harness.run_decoder("mdlbench.codes.supervised", "decode", str(path),
+                                     *(["--data-dir", cfg.data_dir] if cfg.data_dir else []))
     if proc.returncode != 0 or not proc.stdout.startswith("OK"):
-        raise DecodeError(f"separate-process decode of {path.name} failed: {out.splitlines()[-1] if out else proc.returncode}")
+        raise DecodeError(f"separate-process decode of {path.name} failed: {harness.last_line(proc)}")
     return {"ok_line": proc.stdout.strip(), "decode_wall_s": wall}
 
 
@@ -253,7 +244,7 @@ def run_codes(cfg: Any) -> dict[str, Any]:
     prov = [provenance.result(kind=files.KIND, config=sconfig.to_dict(cfg),
                               config_sha256=provenance.supervised_config_sha256(sconfig.to_dict(cfg)),
                               program_bits=program_info.bits, source_sha256=program_info.source_sha256)]
-    _write_table(table, rows, prov)
+    harness.write_table(table, rows, COLUMNS, prov)
     paths["table"] = str(table)
     from mdlbench.analysis.codes_figure import plot_codes
 
@@ -264,27 +255,7 @@ def run_codes(cfg: Any) -> dict[str, Any]:
                "n_params": n_params, "time_s": time.perf_counter() - t_run,
                "threads": len(os.sched_getaffinity(0))}
     summary_path = run_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=1, default=_json_default))
+    summary_path.write_text(json.dumps(summary, indent=1, default=harness.json_default))
     paths["summary"] = str(summary_path)
     _log(f"done in {summary['time_s']:.1f} s: {table}")
     return summary
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
-    """Writes the table atomically and its provenance (``results``: :func:`mdlbench.provenance.result`)."""
-    import io
-
-    import pandas as pd
-
-    buf = io.StringIO()
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(buf, index=False)
-    container.atomic_write(path, buf.getvalue().encode())
-    provenance.write(path, results=results)

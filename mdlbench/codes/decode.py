@@ -1,0 +1,121 @@
+"""``mdlbench decode TARGET [-o OUT] [--json FILE]``: decodes any container mdlbench writes.
+
+The container's header says what made it: ``format: mdlbench.prequential`` (byte streams from
+``mdlbench-train``, ``mdlbench compress``, ``mdlbench bench``), or ``kind`` ``mdlbench.bbans`` /
+``mdlbench.bitsback_weights`` (bits-back codes) or ``mdlbench.supervised_labels`` (label codes).
+This command reads the header without JAX and hands the file to the decoder of its kind, each of
+which pins the recorded environment before JAX starts, re-runs the encoder's computation and
+checks the sha256 of what it decoded. Each kind's decoder is also runnable on its own as the
+receiver's program (:data:`mdlbench.coding.program.DECODERS`); this dispatcher is not part of any
+program, as a receiver who holds one container needs only its own decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from mdlbench.coding import container, program
+from mdlbench.errors import ContainerError, MdlbenchError
+
+KINDS = (program.PREQUENTIAL, program.BBANS, program.BITSBACK_WEIGHTS, program.SUPERVISED_LABELS)
+
+
+def container_kind(path: Path, header: dict[str, Any]) -> str:
+    """The container kind (a key of :data:`mdlbench.coding.program.DECODERS`) its header names."""
+    if header.get("format") == program.PREQUENTIAL:  # byte containers name their payload format
+        return program.PREQUENTIAL
+    if header.get("kind") in KINDS:
+        return header["kind"]
+    what = header.get("kind") or header.get("format")
+    raise ContainerError(f"{path}: not a container mdlbench can decode (kind/format {what!r}; "
+                         f"known: {', '.join(KINDS)})")
+
+
+def find_container(target: str | Path) -> Path:
+    """A container file, or the single ``.mdl`` file inside a run directory."""
+    p = Path(target)
+    if p.is_dir():
+        found = sorted(p.glob("*.mdl"))
+        if len(found) != 1:
+            names = ", ".join(f.name for f in found)
+            raise ContainerError(f"{p}: expected exactly one .mdl container in the directory, found {len(found)}"
+                                 + (f" ({names}): name one" if found else ""))
+        return found[0]
+    if not p.exists():
+        raise ContainerError(f"{p}: no such file or run directory")
+    return p
+
+
+def decode(target: str | Path, output: str | Path | None = None, data_dir: str | None = None,
+           on_step=None) -> dict[str, Any]:
+    """Decodes one container in this process (which must not have imported JAX yet).
+
+    Args:
+      target: a container or a directory holding exactly one ``.mdl`` file.
+      output: where the decoded bytes go after the sha256 check (byte streams: the data; bbans:
+        one uint8 per pixel; weights: the labels as uint8). Label files only verify.
+      data_dir: the shared data folder for codes whose side information is data (weights, labels).
+      on_step: progress callback of the byte-stream decoder.
+
+    Returns:
+      The decoder's result, with ``kind`` and ``file`` added.
+
+    Raises:
+      ContainerError, EnvironmentMismatch, DataError, DecodeError: each with one line.
+    """
+    path = find_container(target)
+    header, _ = container.read(path)
+    kind = container_kind(path, header)
+    if kind == program.PREQUENTIAL:
+        from mdlbench.codes import replay
+
+        res = replay.decode_file(path, output, on_step=on_step)
+    elif kind in (program.BBANS, program.BITSBACK_WEIGHTS):
+        from mdlbench.codes.bits_back.files import decode_files
+
+        (res,) = decode_files([path], data_dir, output)
+    else:
+        if output is not None:
+            raise MdlbenchError(f"{path}: a label file is decoded to check its labels' sha256; it has no -o output")
+        from mdlbench.codes.supervised.files import decode_file
+
+        res = decode_file(path, data_dir)
+    return {**res, "kind": kind, "file": str(path)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="a container (.mdl) or a run directory holding one")
+    parser.add_argument("-o", "--output", help="write the decoded bytes here (default: only verify)")
+    parser.add_argument("--json", metavar="FILE", help="write the verification result as JSON to FILE")
+    parser.add_argument("--data-dir", help="shared data folder (side information of label and weights codes)")
+    parser.add_argument("--progress", action="store_true",
+                        help="byte streams: one 'progress BYTES ELAPSED_S' line per decoded step (for a parent's bar)")
+
+
+def _print_progress(m: dict) -> None:
+    print(f"progress {m['bytes_seen']} {m['time/elapsed_s']:.3f}", flush=True)
+
+
+def _line(r: dict[str, Any]) -> str:
+    """One line saying what was decoded and that its sha256 matched."""
+    if r["kind"] == program.PREQUENTIAL:
+        return (f"decoded {r['bytes']} bytes, sha256 {r['decoded_sha256']} OK "
+                f"({r['decode_s']:.1f} s decoding, {r['decode_total_s']:.1f} s in all)"
+                + (f" -> {r['output']}" if r.get("output") else ""))
+    if r["kind"] == program.SUPERVISED_LABELS:
+        return (f"decoded {r['n']} labels ({r['code']} code), {r['payload_bits']} payload bits, "
+                f"sha256 {r['labels_sha256']} OK ({r['decode_time_s']:.1f} s)")
+    return (f"decoded {r['file']} ({r['kind']}): {r['payload_bits']} payload bits, sha256 {r['decoded_sha256']} OK "
+            f"({r['decode_total_s']:.1f} s)" + (f" -> {r['output']}" if r.get("output") else ""))
+
+
+def command(args: argparse.Namespace) -> int:
+    on_step = _print_progress if getattr(args, "progress", False) else None
+    result = decode(args.target, args.output, getattr(args, "data_dir", None), on_step=on_step)
+    if args.json:
+        container.atomic_write(args.json, json.dumps(result).encode())
+    print(_line(result))
+    return 0
