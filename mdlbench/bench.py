@@ -57,6 +57,7 @@ COLUMNS = ["method", "device", "data", "bytes", "n_params", "bits", "bits_per_by
            "encode_over_train", "decode_over_encode", "encode_bytes_per_s", "decode_bytes_per_s",
            "verified", "budget_s", "within_budget", "config", "record"]
 KEY = ("method", "device", "data", "bytes")
+TABLE = Path("results/tables/bench.csv")
 ESTIMATE_COLUMNS = ["method", "device", "data", "bytes", "n_params", "steps", "estimate_ideal_bits_per_byte",
                     "estimate_s", "train_only_s", "speed_over_plain", "estimate_bytes_per_s",
                     "train_only_bytes_per_s", "config", "run_dir"]
@@ -252,7 +253,9 @@ def classic_rows(data, name: str, device: str) -> list[dict[str, Any]]:
 def add_arguments(p) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Hydra overrides, e.g. experiment=bench_dickens (the default) model.d_model=384")
-    p.add_argument("--table", type=Path, default=Path("results/tables/bench.csv"), help="CSV to upsert rows into")
+    p.add_argument("--table", type=Path, default=None,
+                   help="CSV to upsert rows into (default results/tables/bench.csv; with code.name=estimate "
+                        "results/tables/estimate_speed.csv)")
     p.add_argument("--budget-s", type=float, default=3600.0, help="encode wall-time budget for P1 (default 1 h)")
     p.add_argument("--no-baselines", action="store_true", help="skip the classic compressors")
     p.add_argument("--no-train-only", action="store_true", help="skip the plain-training timing (P3)")
@@ -301,7 +304,8 @@ def command(args) -> int:
     if not args.no_baselines:
         print("running the classic compressors...", flush=True)
         rows += classic_rows(dataset.data, summary["data"]["name"], device)
-    upsert(args.table, rows, [result])
+    table = args.table or TABLE
+    upsert(table, rows, [result])
     width = max(len(r["method"]) for r in rows)
     for r in sorted(rows, key=lambda r: r["bits_per_byte"]):
         extra = ""
@@ -310,7 +314,7 @@ def command(args) -> int:
                      f"P4 {_fmt(r['decode_over_encode'])}  {r['encode_bytes_per_s']:.0f} B/s  "
                      f"{r['n_params']} params  within {args.budget_s:.0f} s: {r['within_budget']}")
         print(f"{r['method']:<{width}}  {r['bits_per_byte']:.4f} bits/byte  verified={r['verified']}{extra}")
-    print(f"wrote {args.table}  (run record: {record})")
+    print(f"wrote {table}  (run record: {record})")
     return 0 if all(r["verified"] for r in rows) else 1
 
 
@@ -349,7 +353,7 @@ def _estimate_speed(cfg: Config, args) -> int:
     print("timing plain training (same updates, no estimate)...", flush=True)
     train_s = plain_training_s(cfg, dataset.data, with_compile=True)  # the estimate's time includes its compile
     row = estimate_row(cfg, summary, train_s, device_label(cfg))
-    table = ESTIMATE_TABLE if args.table == Path("results/tables/bench.csv") else args.table
+    table = args.table or ESTIMATE_TABLE
     upsert(table, [row], columns=ESTIMATE_COLUMNS)
     print(f"{row['method']} on {row['data']}: estimate {row['estimate_s']:.1f} s, plain training "
           f"{row['train_only_s']:.1f} s: the fast mode runs at {row['speed_over_plain']:.3f}x plain training's speed"
@@ -365,9 +369,10 @@ def _baselines_only(cfg: Config, args) -> int:
     dataset = data_lib.load(cfg.data)
     print(f"running the classic compressors on {dataset.name} ({len(dataset.data)} bytes)...", flush=True)
     rows = classic_rows(dataset.data, dataset.name, "cpu")
-    upsert(args.table, rows)
+    table = args.table or TABLE
+    upsert(table, rows)
     width = max(len(r["method"]) for r in rows)
     for r in sorted(rows, key=lambda r: r["bits_per_byte"]):
         print(f"{r['method']:<{width}}  {r['bits_per_byte']:.4f} bits/byte  verified={r['verified']}")
-    print(f"wrote {args.table}")
+    print(f"wrote {table}")
     return 0 if all(r["verified"] for r in rows) else 1

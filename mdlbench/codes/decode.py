@@ -49,16 +49,16 @@ def find_container(target: str | Path) -> Path:
     return p
 
 
-def decode(target: str | Path, output: str | Path | None = None, data_dir: str | None = None,
-           on_step=None) -> dict[str, Any]:
-    """Decodes one container in this process (which must not have imported JAX yet).
+def decode(path: Path, kind: str, output: str | Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Decodes one bits-back or label container in this process (which must not have imported JAX
+    yet); byte streams go through :func:`mdlbench.codes.replay.command` instead (see :func:`command`).
 
     Args:
-      target: a container or a directory holding exactly one ``.mdl`` file.
-      output: where the decoded bytes go after the sha256 check (byte streams: the data; bbans:
-        one uint8 per pixel; weights: the labels as uint8). Label files only verify.
+      path: the container.
+      kind: its :func:`container_kind`.
+      output: where the decoded bytes go after the sha256 check (bbans: one uint8 per pixel;
+        weights: the labels as uint8). Label files only verify.
       data_dir: the shared data folder for codes whose side information is data (weights, labels).
-      on_step: progress callback of the byte-stream decoder.
 
     Returns:
       The decoder's result, with ``kind`` and ``file`` added.
@@ -66,14 +66,7 @@ def decode(target: str | Path, output: str | Path | None = None, data_dir: str |
     Raises:
       ContainerError, EnvironmentMismatch, DataError, DecodeError: each with one line.
     """
-    path = find_container(target)
-    header, _ = container.read(path)
-    kind = container_kind(path, header)
-    if kind == program.PREQUENTIAL:
-        from mdlbench.codes import replay
-
-        res = replay.decode_file(path, output, on_step=on_step)
-    elif kind in (program.BBANS, program.BITSBACK_WEIGHTS):
+    if kind in (program.BBANS, program.BITSBACK_WEIGHTS):
         from mdlbench.codes.bits_back.files import decode_files
 
         (res,) = decode_files([path], data_dir, output)
@@ -95,16 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="byte streams: one 'progress BYTES ELAPSED_S' line per decoded step (for a parent's bar)")
 
 
-def _print_progress(m: dict) -> None:
-    print(f"progress {m['bytes_seen']} {m['time/elapsed_s']:.3f}", flush=True)
-
-
 def _line(r: dict[str, Any]) -> str:
     """One line saying what was decoded and that its sha256 matched."""
-    if r["kind"] == program.PREQUENTIAL:
-        return (f"decoded {r['bytes']} bytes, sha256 {r['decoded_sha256']} OK "
-                f"({r['decode_s']:.1f} s decoding, {r['decode_total_s']:.1f} s in all)"
-                + (f" -> {r['output']}" if r.get("output") else ""))
     if r["kind"] == program.SUPERVISED_LABELS:
         return (f"decoded {r['n']} labels ({r['code']} code), {r['payload_bits']} payload bits, "
                 f"sha256 {r['labels_sha256']} OK ({r['decode_time_s']:.1f} s)")
@@ -113,8 +98,14 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    on_step = _print_progress if getattr(args, "progress", False) else None
-    result = decode(args.target, args.output, getattr(args, "data_dir", None), on_step=on_step)
+    path = find_container(args.target)
+    header, _ = container.read(path)
+    kind = container_kind(path, header)
+    if kind == program.PREQUENTIAL:  # the byte decoder's own command: its --json, --progress and line
+        from mdlbench.codes import replay
+
+        return replay.command(argparse.Namespace(**{**vars(args), "target": str(path)}))
+    result = decode(path, kind, args.output, args.data_dir)
     if args.json:
         container.atomic_write(args.json, json.dumps(result).encode())
     print(_line(result))
