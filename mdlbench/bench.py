@@ -44,11 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdlbench import config as config_lib
 from mdlbench import provenance
 from mdlbench.coding import container
+from mdlbench.compress import compose
 from mdlbench.config import Config
 from mdlbench.errors import MdlbenchError
 
@@ -62,23 +61,6 @@ ESTIMATE_COLUMNS = ["method", "device", "data", "bytes", "n_params", "steps", "e
                     "estimate_s", "train_only_s", "speed_over_plain", "estimate_bytes_per_s",
                     "train_only_bytes_per_s", "config", "run_dir"]
 ESTIMATE_TABLE = Path("results/tables/estimate_speed.csv")
-
-
-def compose(overrides: list[str]) -> Config:
-    """The typed config from ``conf/`` and command-line overrides (Hydra stays at this boundary)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from mdlbench.cli import CONF_DIR
-
-    try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            d = OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise config_lib.ConfigError(f"cannot compose the config: {str(e).splitlines()[0]}") from None
-    return config_lib.from_dict(d)
 
 
 def device_label(cfg: Config) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -119,10 +118,11 @@ def train_main() -> None:
                 run_bits_back(cfg.bits_back, cfg.run_dir)
                 return None
             if cfg.capacity is not None:
-                train.pin_threads(cfg.threads)  # before mdlbench.capacity imports JAX
-                from mdlbench import capacity
+                from mdlbench import capacity  # its config side only: JAX loads with capacity.run
 
-                capacity.run(cfg)
+                ccfg = capacity.from_dict(cfg.capacity)
+                train.pin_threads(cfg.threads)  # before capacity.run imports JAX
+                capacity.run(ccfg, cfg.experiment)
                 return None
             summary = train.run(cfg)
         except MdlbenchError as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mdlbench import config as config_lib
+from mdlbench.codes import harness
 from mdlbench.coding import container
 from mdlbench.config import Config
 from mdlbench.errors import DecodeError, MdlbenchError
@@ -96,14 +97,15 @@ def verify(container_path: Path, total_bytes: int | None = None, label: str = "v
     (a terminal) or periodic lines (a log): long decodes are not silent."""
     with tempfile.TemporaryDirectory() as tmp:
         out_json = Path(tmp) / "verify.json"
-        cmd = [sys.executable, "-m", "mdlbench.codes.replay", str(container_path), "--json", str(out_json)]
+        args = [str(container_path), "--json", str(out_json)]
         if total_bytes is None:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc, _ = harness.run_decoder("mdlbench.codes.replay", *args)
             returncode, err = proc.returncode, proc.stderr or proc.stdout
         else:
             bar = Progress(total_bytes, label, every_s, decoding=True)
-            with subprocess.Popen([*cmd, "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) as proc:
+            with subprocess.Popen([sys.executable, "-m", "mdlbench.codes.replay", *args, "--progress"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=harness.decoder_env()) as proc:
                 rest = []
                 for line in proc.stdout:
                     parts = line.split()
@@ -361,12 +363,9 @@ def run(cfg: Config) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     cfg.run_dir = str(run_dir)
     summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        old = json.loads(summary_path.read_text())
-        old_hash = config_lib.config_hash(config_lib.from_dict(old["config"]))
-        if old_hash != config_lib.config_hash(cfg):
-            raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
-                                "choose another run_dir/experiment or delete it")
+    old = harness.finished_run(run_dir, config_lib.config_hash(cfg),
+                               lambda s: config_lib.config_hash(config_lib.from_dict(s["config"])))
+    if old is not None:
         if old["code"].get("name") == "estimate":
             print(f"already done: {run_dir} (estimate ~{old['code']['ideal_bits_per_byte']:.4f} bits/byte, no bitstream)")
             return old
@@ -374,18 +373,12 @@ def run(cfg: Config) -> dict[str, Any]:
             print(f"already done: {run_dir} ({old['code']['bits_per_byte']:.4f} bits/byte, verified="
                   f"{old['verify']['ok']})")
             return old
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise MdlbenchError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
+    harness.make_run_dir(run_dir)
     pin_threads(cfg.threads)
     dataset = data_lib.load(cfg.data)
     if cfg.code.name == "estimate":
         summary = estimate_dataset(cfg, dataset, run_dir / "metrics.jsonl")
-        container.atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+        harness.write_summary(run_dir, summary)
         c = summary["code"]
         print(f"{dataset.name}: {summary['data']['bytes']} bytes, training-loss estimate "
               f"~{c['ideal_bits_per_byte']:.4f} bits/byte (ideal, no bitstream); run dir: {run_dir}")
@@ -393,7 +386,7 @@ def run(cfg: Config) -> dict[str, Any]:
     container_path = run_dir / f"{data_label(cfg)}.mdl"
     summary = code_dataset(cfg, dataset, container_path, run_dir / "metrics.jsonl",
                            checkpoint_dir=run_dir / "checkpoint")
-    container.atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    harness.write_summary(run_dir, summary)
     c = summary["code"]
     print(f"{dataset.name}: {summary['data']['bytes']} bytes -> {c['bits']} payload bits "
           f"({c['bits_per_byte']:.4f} bits/byte; ideal {c['ideal_bits_per_byte']:.4f}); "

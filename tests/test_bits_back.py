@@ -162,9 +162,11 @@ def test_q_tables_are_the_discretised_gaussian(tiny_coder):
 def test_params_survive_packing_in_float16(tiny_coder):
     import jax
 
+    from mdlbench.models import count_params
+
     bbans, module, coder = tiny_coder
     template = bbans.param_template(module, 20)
-    assert bbans.count_params(template) == 20 * 16 + 16 + 16 * 6 + 6 + 3 * 16 + 16 + 16 * 20 + 20
+    assert count_params(template) == 20 * 16 + 16 + 16 * 6 + 6 + 3 * 16 + 16 + 16 * 20 + 20
     for dtype in ("float16", "float32"):
         back = bbans.unpack_params(bbans.pack_params(coder.params, dtype), template, dtype)
         for a, b in zip(jax.tree_util.tree_leaves(coder.params), jax.tree_util.tree_leaves(back)):

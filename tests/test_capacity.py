@@ -186,7 +186,7 @@ def tiny_sweep(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("capacity")
     lines: list[str] = []
-    result = capacity.run(_tiny_capacity_config(out), experiment="cap_test", log=lines.append)
+    result = capacity.run(capacity.from_dict(_tiny_capacity_config(out)), experiment="cap_test", log=lines.append)
     return out, result, lines
 
 
@@ -224,13 +224,13 @@ def test_rerun_skips_finished_runs_and_refuses_a_changed_config(tiny_sweep):
 
     out, result, _ = tiny_sweep
     lines: list[str] = []
-    again = capacity.run(_tiny_capacity_config(out), experiment="cap_test", log=lines.append)
+    again = capacity.run(capacity.from_dict(_tiny_capacity_config(out)), experiment="cap_test", log=lines.append)
     assert sum("already done" in line for line in lines) == 2
     assert [r["config_hash"] for r in again["runs"]] == [r["config_hash"] for r in result["runs"]]
     changed = _tiny_capacity_config(out)
     changed["train"]["lr"] = 0.02
     with pytest.raises(MdlbenchError, match="different config"):
-        capacity.run(changed, experiment="cap_test", log=lines.append)
+        capacity.run(capacity.from_dict(changed), experiment="cap_test", log=lines.append)
 
 
 @pytest.mark.parametrize("patch,needle", [
@@ -253,7 +253,7 @@ def test_experiment_capacity_sections_validate(exp):
     from mdlbench import capacity
     from mdlbench.compress import compose
 
-    cfg = capacity.coerce_config(compose([f"experiment={exp}"]))
+    cfg = capacity.from_dict(compose([f"experiment={exp}"]).capacity)
     cells = capacity.grid(cfg)
     assert len({m.d_ff for _, m in cells}) >= 3  # FFN width varied
     assert {k.exposure for k in cfg.knowledge} == {"uniform", "zipf"}

@@ -70,7 +70,8 @@ def test_classifier_shapes_and_parameter_counts():
     import jax
     import jax.numpy as jnp
 
-    from mdlbench.codes.supervised.learner import Learner, count_params
+    from mdlbench.codes.supervised.learner import Learner
+    from mdlbench.models import count_params
     from mdlbench.models.classifiers import build_classifier
 
     key = jax.random.PRNGKey(0)

@@ -1,5 +1,6 @@
-"""What the code families' experiments share on the encoder's side: running a decoder in a
-separate process, and writing a results table with its provenance.
+"""What the code families' experiments share on the encoder's side: the run directory (a finished
+run with the same config is not redone, one with another config is refused), running a decoder in
+a separate process, and writing the summary and a results table with its provenance.
 
 No decoder imports this module (it is in no program): the receiver needs only its own decoder.
 """
@@ -7,17 +8,69 @@ No decoder imports this module (it is in no program): the receiver needs only it
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mdlbench import provenance
 from mdlbench.coding import container
+from mdlbench.errors import MdlbenchError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def finished_run(run_dir: Path, config_hash: str, hash_of: Callable[[dict[str, Any]], str | None] | None = None
+                 ) -> dict[str, Any] | None:
+    """The summary of the run finished in ``run_dir`` from the same config, if any.
+
+    Args:
+      run_dir: the job's run directory (``summary.json`` is written last, whole, by
+        :func:`write_summary`, so its presence means the job finished).
+      config_hash: this job's config hash.
+      hash_of: the config hash a summary records (default: its ``config_hash`` entry).
+
+    Returns:
+      The finished summary, or None when there is none (or it cannot be read as JSON: not one this
+      code wrote, so the job runs again).
+
+    Raises:
+      MdlbenchError: a run of a different config finished there.
+    """
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(old, dict):
+        return None
+    if (hash_of(old) if hash_of else old.get("config_hash")) != config_hash:
+        raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
+                            "choose another run_dir/experiment or delete it")
+    return old
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Creates ``run_dir`` and proves it writable, or says in one line why not."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(run_dir) / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise MdlbenchError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any], indent: int = 2) -> Path:
+    """Writes ``<run_dir>/summary.json`` atomically (whole or not at all): the mark of a finished job."""
+    path = Path(run_dir) / "summary.json"
+    container.atomic_write(path, (json.dumps(summary, indent=indent, default=json_default) + "\n").encode())
+    return path
 
 
 def decoder_env() -> dict[str, str]:

@@ -44,7 +44,8 @@ from mdlbench.codes import harness
 from mdlbench.codes.bits_back import files
 from mdlbench.codes.bits_back.config import BitsBackConfig
 from mdlbench.coding import container, env, program
-from mdlbench.errors import DecodeError, MdlbenchError
+from mdlbench.errors import DecodeError
+from mdlbench.models import count_params
 
 # The module that runs the experiment: with the decoder's program it is the code a finished run
 # depends on (re-running reuses the run only while that code is unchanged).
@@ -112,20 +113,14 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
     summary_path = run_dir / "summary.json"
     chash = bconfig.config_hash(cfg)
     code_sha = source_sha256(cfg)
-    if summary_path.exists():
-        old = json.loads(summary_path.read_text())
-        if old.get("config_hash") != chash:
-            raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
-                                "choose another run_dir/experiment or delete it")
+    old = harness.finished_run(run_dir, chash)
+    if old is not None:
         if old.get("source_sha256") != code_sha:
             _log(f"the bits-back code changed since {summary_path} was written: running again")
         elif old.get("verify", {}).get("ok") or not cfg.verify:
             _log(f"already done: {summary_path}")
             return old
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MdlbenchError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+    harness.make_run_dir(run_dir)
     t0 = time.perf_counter()
     # The decoder's program, measured before coding: the source that makes the payloads.
     program_info = program.measure(files.KIND_BBANS if cfg.code == "bbans" else files.KIND_WEIGHTS,
@@ -142,7 +137,7 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
                    program=program_info.header(), experiment=cfg.experiment_name, rows=rows, threads=env.threads())
     summary.setdefault("time", {})["total_s"] = time.perf_counter() - t0
     summary["paths"] = {**summary.get("paths", {}), "table": str(table), "summary": str(summary_path)}
-    container.atomic_write(summary_path, json.dumps(summary, indent=1, default=harness.json_default).encode())
+    harness.write_summary(run_dir, summary, indent=1)
     _log(f"done in {summary['time']['total_s']:.1f} s: {table}")
     return summary
 
@@ -227,7 +222,7 @@ def _run_bbans(cfg: BitsBackConfig, run_dir: Path,
     pix_sha = bbans.pixels_sha256(bits)
     module = bbans.build(cfg, d)
     template = bbans.param_template(module, d)
-    n_params = bbans.count_params(template)
+    n_params = count_params(template)
     _log(f"{data.name}: {n} images x {d} binary pixels (>= {cfg.binarize_threshold}), {cfg.model} "
          f"({n_params} parameters), 2^{bc.latent_bits} buckets per latent, threads={env.threads()}")
     blob, train_rec = _trained_vae(cfg, module, bits, pix_sha, run_dir)
@@ -379,7 +374,7 @@ def _run_weights(cfg: BitsBackConfig, run_dir: Path,
     import jax
 
     from mdlbench.codes.bits_back import weights
-    from mdlbench.codes.supervised.learner import count_params, scale_inputs
+    from mdlbench.codes.supervised.learner import scale_inputs
 
     x_host = scale_inputs(data.x, data.max_value)
     y = data.y

@@ -49,13 +49,14 @@ from mdlbench.codes.supervised.channel import EncodeChannel
 from mdlbench.codes.supervised.config import SupervisedConfig, block_ends
 from mdlbench.config import coerce_section
 from mdlbench.codes.supervised.learner import (STREAM_FINAL, STREAM_HOLDOUT, STREAM_VARIATIONAL,
-                                               STREAM_VARIATIONAL_HOLDOUT, Learner, count_params, n_steps,
+                                               STREAM_VARIATIONAL_HOLDOUT, Learner, n_steps,
                                                scale_inputs)
 from mdlbench.codes.supervised.prequential import prequential_pass
 from mdlbench.codes.supervised.two_part import two_part
 from mdlbench.codes.supervised.variational import train_variational, variational
 from mdlbench.coding import container, program
 from mdlbench.data.supervised import labels_sha256, load_labelled
+from mdlbench.models import count_params
 from mdlbench.errors import DecodeError
 
 LABELS = {"uniform": "uniform", "two_part_float32": "two-part (float32)", "two_part": "two-part (quantized)",

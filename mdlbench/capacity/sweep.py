@@ -1,37 +1,6 @@
-"""Knowledge capacity: how many bits of facts a model stores per parameter, and what it loses when full.
+"""The knowledge-capacity sweep: train each cell of the grid, measure the bits of facts it stored,
+then tables, fits and figures. The method is described in :mod:`mdlbench.capacity`."""
 
-A knowledge base (``mdlbench.data.knowledge``) holds N entities with K attributes whose values are
-uniform over known choice sets, so its information content is exactly
-``I = sum over facts of log2 |choices|`` bits. A causal byte-level Transformer is trained on its
-statements for many epochs (offline: plain maximum likelihood, not a prequential code), then
-
-    stored bits = sum over facts of max(0, log2 |choices| - L(fact))
-
-where ``L(fact)`` is the code length of the value and its terminator given the statement prefix,
-``-sum log2 p(byte | all previous bytes)`` under the trained model, averaged over the templates.
-This is an **ideal** code length (no bitstream is written). Its logic: without the training data,
-no model can code uniform, independent values in fewer than log2 |choices| bits on average, so
-every bit saved was learnt from the data and sits in the parameters. A model that spreads its
-mass evenly over the choices is credited 0, and so is an untrained one (it pays about 8 bits per
-byte). The unclipped sum ``net bits = I - sum L`` is reported beside it: it is the lower bound a
-Kraft argument gives (as in Allen-Zhu & Li 2024), whereas the per-fact max(0, .) also credits
-lucky guesses; the ``control`` section measures that chance credit on entities the model never saw.
-
-A grid of models (FFN width varied separately from width/depth) times knowledge bases (N, exposure
-profile) runs one job per cell, each in ``<out_dir>/runs/<experiment>/<kb>/<model>/seed<k>/``
-(``summary.json``, ``metrics.jsonl``, ``entities.csv``); a finished cell with the same config is
-not redone. Then the table (``<out_dir>/tables/<experiment>.csv``), the fits and the figures
-(``mdlbench.analysis.plots.make_capacity_figures``) are written and the measurement printed:
-each run's stored bits per parameter, for the runs whose knowledge base holds more than they
-stored (above capacity), next to the published ~2 bits per parameter (Allen-Zhu & Li 2024,
-"Physics of Language Models: Part 3.3", at 1000 exposures; ~1 at 100, for GPT-2-size models
-that need a GPU). A slope of stored bits against parameters is printed, with its intercept and
-confidence interval, only where those runs span >= 10x in parameters
-(``plots.capacity_fits``: ``slope_valid``).
-
-Entry points: ``mdlbench-train experiment=capacity_smoke`` (the ``capacity:`` section of a
-config), :func:`run` (a :class:`mdlbench.config.Config` or the section itself), :func:`run_one`.
-"""
 
 from __future__ import annotations
 
@@ -42,7 +11,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,11 +21,12 @@ import numpy as np
 import optax
 
 from mdlbench import models
+from mdlbench.codes import harness
 from mdlbench.coding.container import atomic_write
-from mdlbench.config import ConfigError, ModelConfig, _build, check_ranges, coerce_section
+from mdlbench.capacity.config import CapacityConfig, KnowledgeSpec, TrainConfig, grid, kb_label, knowledge_config
+from mdlbench.config import ConfigError, ModelConfig
 from mdlbench.data import knowledge
-from mdlbench.data.knowledge import KnowledgeBase, KnowledgeConfig
-from mdlbench.errors import MdlbenchError
+from mdlbench.data.knowledge import KnowledgeBase
 from mdlbench.models.transformer import BOS
 
 LN2 = math.log(2.0)
@@ -65,140 +35,6 @@ PAD = 0  # input byte after a statement's end; never a counted target
 STREAM_INIT, STREAM_ORDER = 0, 1
 # A fact counts as "known" when its value costs at most this many bits (p >= 1/2).
 KNOWN_BITS = 1.0
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class TrainConfig:
-    """Offline training recipe (Adam, warm-up then cosine decay).
-
-    Attributes:
-      batch_size: statements per update.
-      lr: peak learning rate.
-      warmup_steps: linear warm-up (capped at half the updates).
-      final_lr_fraction: the cosine decays to ``lr * final_lr_fraction``.
-      weight_decay: decoupled weight decay (AdamW); 0 = Adam.
-      clip_norm: global gradient-norm clip; 0 disables it.
-      loss_on: ``all`` (every byte of a statement, as a language model reads text) or ``value``
-        (only the value and its terminator).
-      steps_per_call: updates fused into one compiled call (fewer Python round trips).
-    """
-
-    batch_size: int = 256
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    final_lr_fraction: float = 0.1
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    loss_on: str = "all"
-    steps_per_call: int = 50
-
-
-@dataclass
-class KnowledgeSpec(KnowledgeConfig):
-    """A knowledge base of the grid: the :class:`KnowledgeConfig` fields plus where it runs.
-
-    Attributes:
-      name: label of its runs (the ``data.name`` of the table); empty = made from the fields,
-        e.g. ``kb2000_uniform100``.
-      models: names of the grid's models trained on it; empty = all of them.
-    """
-
-    name: str = ""
-    models: list[str] = field(default_factory=list)
-
-
-@dataclass
-class CapacityConfig:
-    """A capacity sweep: every knowledge base times (its) models.
-
-    Attributes:
-      out_dir: results root; runs/, tables/ and figures/ go below it.
-      seed: seed of every initialisation and training order (the knowledge bases have their own).
-      models: Transformer sizes (``family: transformer``); vary ``d_ff`` to vary only the FFN.
-      knowledge: the knowledge bases.
-      train: the training recipe, shared by all runs.
-      eval_batch_size: statements per compiled forward pass of the measurement.
-      heldout_entities: fresh entities (never trained on) measured as the chance-credit control.
-      full_fraction: a run whose stored bits are below this fraction of its knowledge base's
-        information is "above capacity" and enters the bits-per-parameter fit.
-      ci_level: confidence level of the fitted slopes.
-    """
-
-    out_dir: str = "results"
-    seed: int = 0
-    models: list[ModelConfig] = field(default_factory=list)
-    knowledge: list[KnowledgeSpec] = field(default_factory=list)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval_batch_size: int = 512
-    heldout_entities: int = 200
-    full_fraction: float = 0.8
-    ci_level: float = 0.95
-
-
-def from_dict(d: dict[str, Any]) -> CapacityConfig:
-    """Builds and validates a :class:`CapacityConfig` from the plain ``capacity:`` mapping."""
-    cfg = _build(CapacityConfig, d, "capacity")
-    validate(cfg)
-    return cfg
-
-
-def coerce_config(cfg: Any) -> CapacityConfig:
-    """Accepts a CapacityConfig, its plain dict, or a Config / mapping with a ``capacity`` section."""
-    return coerce_section(cfg, CapacityConfig, "capacity", validate, "capacity.run")
-
-
-def validate(cfg: CapacityConfig) -> None:
-    """Range checks with one clear message each."""
-    t = cfg.train
-    check_ranges("capacity.", {"train.batch_size": t.batch_size, "train.lr": t.lr,
-                               "train.steps_per_call": t.steps_per_call, "eval_batch_size": cfg.eval_batch_size},
-                 {"seed": cfg.seed, "train.warmup_steps": t.warmup_steps, "train.weight_decay": t.weight_decay,
-                  "train.clip_norm": t.clip_norm, "train.final_lr_fraction": t.final_lr_fraction,
-                  "heldout_entities": cfg.heldout_entities})
-    if t.loss_on not in ("all", "value"):
-        raise ConfigError(f"capacity.train.loss_on must be all or value, got {t.loss_on!r}")
-    if not 0.0 < cfg.full_fraction <= 1.0:
-        raise ConfigError(f"capacity.full_fraction must be in (0, 1], got {cfg.full_fraction}")
-    if not 0.0 < cfg.ci_level < 1.0:
-        raise ConfigError(f"capacity.ci_level must be in (0, 1), got {cfg.ci_level}")
-    if not cfg.models or not cfg.knowledge:
-        raise ConfigError("capacity.models and capacity.knowledge must each list at least one entry")
-    names = [m.name for m in cfg.models]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"capacity.models: names must be unique, got {names}")
-    for i, m in enumerate(cfg.models):
-        if m.family != "transformer":
-            raise ConfigError(f"capacity.models[{i}] ({m.name}): only the transformer family is measured, "
-                              f"got {m.family!r}")
-        check_ranges(f"capacity.models[{i}].", {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads},
-                     {"d_ff": m.d_ff})
-        if m.d_model % m.n_heads:
-            raise ConfigError(f"capacity.models[{i}] ({m.name}): d_model ({m.d_model}) must be divisible by "
-                              f"n_heads ({m.n_heads})")
-    labels = [kb_label(k) for k in cfg.knowledge]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"capacity.knowledge: labels must be unique (set 'name'), got {labels}")
-    for i, k in enumerate(cfg.knowledge):
-        knowledge.validate(k, f"capacity.knowledge[{i}]")
-        unknown = [m for m in k.models if m not in names]
-        if unknown:
-            raise ConfigError(f"capacity.knowledge[{i}].models: unknown model(s) {unknown}; known: {names}")
-
-
-def kb_label(spec: KnowledgeSpec) -> str:
-    """The run label of a knowledge base: its ``name`` or ``kb<N>_<exposure><exposures>``."""
-    if spec.name:
-        return spec.name
-    return f"kb{spec.n_entities}_{spec.exposure}{spec.exposures}" + (f"_s{spec.seed}" if spec.seed else "")
-
-
-def knowledge_config(spec: KnowledgeSpec) -> KnowledgeConfig:
-    """The plain :class:`KnowledgeConfig` of a grid entry (without its label and model list)."""
-    names = {f.name for f in dataclasses.fields(KnowledgeConfig)}
-    return KnowledgeConfig(**{k: v for k, v in dataclasses.asdict(spec).items() if k in names})
-
 
 # --------------------------------------------------------------------------- statements as arrays
 
@@ -468,22 +304,11 @@ def run_one(spec: KnowledgeSpec, model_cfg: ModelConfig, cfg: CapacityConfig, ru
     """
     rc = run_config(spec, model_cfg, cfg)
     digest = config_hash(rc)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        try:
-            old = json.loads(summary_path.read_text())
-        except json.JSONDecodeError:
-            old = None  # unreadable (not written by this code, which renames whole files into place): redo
-        if isinstance(old, dict) and old.get("config_hash") == digest:
-            log(f"already done: {run_dir}")
-            return old
-        if old is not None:
-            raise MdlbenchError(f"{run_dir} holds a finished run with a different config; "
-                                "choose another experiment/out_dir or delete it")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MdlbenchError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
+    old = harness.finished_run(run_dir, digest)
+    if old is not None:
+        log(f"already done: {run_dir}")
+        return old
+    harness.make_run_dir(run_dir)
     t_start = time.perf_counter()
 
     kb = knowledge.generate(knowledge_config(spec))
@@ -580,7 +405,7 @@ def run_one(spec: KnowledgeSpec, model_cfg: ModelConfig, cfg: CapacityConfig, ru
                   f"{cr.net_bits_NxK[n].sum():.6f},{known_N[n]}\n")
     atomic_write(run_dir / "entities.csv", buf.getvalue().encode())
     atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics).encode())
-    atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+    harness.write_summary(run_dir, summary)
     c = summary["capacity"]
     log(f"  stored {c['stored_bits']:,.0f} of {info_bits:,.0f} bits ({100 * c['stored_fraction']:.1f} %), "
         f"net {c['net_bits']:,.0f}; {c['stored_bits_per_param']:.3f} bits/param; "
@@ -589,23 +414,12 @@ def run_one(spec: KnowledgeSpec, model_cfg: ModelConfig, cfg: CapacityConfig, ru
     return summary
 
 
-# --------------------------------------------------------------------------- the grid
-
-
-def grid(cfg: CapacityConfig) -> list[tuple[KnowledgeSpec, ModelConfig]]:
-    """The (knowledge base, model) cells, knowledge bases outermost."""
-    by_name = {m.name: m for m in cfg.models}
-    return [(spec, by_name[m] if spec.models else m)
-            for spec in cfg.knowledge for m in (spec.models or cfg.models)]
-
-
-def run(cfg: Any, experiment: str = "capacity", log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(ccfg: CapacityConfig, experiment: str = "capacity", log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs (or finds finished) every cell of the grid, then writes tables, fits and figures.
 
     Args:
-      cfg: a :class:`mdlbench.config.Config` with a ``capacity`` section (its ``experiment`` names
-        the sweep), a :class:`CapacityConfig`, or the plain section.
-      experiment: the sweep's name when ``cfg`` does not carry one.
+      ccfg: the sweep (validated: :func:`mdlbench.capacity.config.from_dict` or ``mdlbench.jobs``).
+      experiment: the sweep's name: ``<out_dir>/runs/<experiment>/`` and the tables' stem.
       log: called with each progress line.
 
     Returns:
@@ -614,8 +428,6 @@ def run(cfg: Any, experiment: str = "capacity", log: Callable[[str], None] = pri
     from mdlbench.analysis import collect as collect_lib
     from mdlbench.analysis import plots
 
-    experiment = getattr(cfg, "experiment", None) or experiment
-    ccfg = coerce_config(cfg)
     t0 = time.perf_counter()
     out = Path(ccfg.out_dir)
     root = out / "runs" / experiment
