@@ -103,7 +103,7 @@ def verify(container_path: Path, total_bytes: int | None = None, label: str = "v
             returncode, err = proc.returncode, proc.stderr or proc.stdout
         else:
             bar = Progress(total_bytes, label, every_s, decoding=True)
-            with subprocess.Popen([sys.executable, "-m", "mdlbench.codes.replay", *args, "--progress"],
+            with subprocess.Popen(harness.decoder_argv("mdlbench.codes.replay", *args, "--progress"),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env=harness.decoder_env()) as proc:
                 rest = []

@@ -1,6 +1,6 @@
 """Typed configuration of the knowledge-capacity experiment (the ``capacity:`` section).
 
-Plain dataclasses and their checks, no JAX: ``mdlbench.jobs`` builds them when it reads a composed
+Plain dataclasses and their checks, no JAX: the command line builds them from the composed
 config, before the thread count is pinned. The grid of runs is a function of the config alone.
 """
 

@@ -81,11 +81,16 @@ def decoder_env() -> dict[str, str]:
     return env
 
 
+def decoder_argv(module: str, *args: str) -> list[str]:
+    """The command line of ``python -m MODULE ARGS`` with this interpreter (run it with :func:`decoder_env`)."""
+    return [sys.executable, "-m", module, *args]
+
+
 def run_decoder(module: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     """``python -m MODULE ARGS`` in a fresh process (the decoder pins its own environment before
     JAX starts); returns the finished process and its wall time in seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=decoder_env())
+    proc = subprocess.run(decoder_argv(module, *args), capture_output=True, text=True, env=decoder_env())
     return proc, time.perf_counter() - t0
 
 
