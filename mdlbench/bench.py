@@ -47,7 +47,7 @@ from typing import Any
 from mdlbench import config as config_lib
 from mdlbench import provenance
 from mdlbench.coding import container
-from mdlbench.compress import compose
+from mdlbench import jobs
 from mdlbench.config import Config
 from mdlbench.errors import MdlbenchError
 
@@ -251,7 +251,7 @@ def command(args) -> int:
     overrides = list(args.overrides)
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, "experiment=bench_dickens")
-    cfg = compose(overrides)
+    cfg = jobs.byte_code(jobs.compose(overrides), "mdlbench bench")
     if args.baselines_only:
         return _baselines_only(cfg, args)
     if cfg.code.name == "estimate":

@@ -1,7 +1,8 @@
 """Command-line entry points.
 
-``mdlbench-train`` is the Hydra app: it composes ``conf/`` and calls :func:`mdlbench.train.run`
-with a typed :class:`mdlbench.config.Config`. ``mdlbench`` is a plain CLI whose subcommands
+``mdlbench-train`` is the Hydra app: it composes ``conf/`` and runs the typed job
+(:mod:`mdlbench.jobs`: the byte code's :class:`mdlbench.config.Config`, or a supervised,
+bits-back or capacity config) it describes. ``mdlbench`` is a plain CLI whose subcommands
 live next to the code they drive; each such module offers ``add_arguments(parser)`` and
 ``command(args) -> int`` (or ``add_<name>_arguments`` / ``<name>_command`` when one module
 serves several subcommands). Modules are imported lazily so that ``mdlbench decode`` can pin the
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_main() -> None:
-    """``mdlbench-train``: Hydra composes ``conf/``; the library gets a typed Config."""
+    """``mdlbench-train``: Hydra composes ``conf/``; the library gets a typed :class:`mdlbench.jobs.Job`."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig, OmegaConf
@@ -96,8 +97,7 @@ def train_main() -> None:
     def _app(dcfg: DictConfig) -> float | None:
         import logging
 
-        from mdlbench import config as config_lib
-        from mdlbench import train
+        from mdlbench import jobs
 
         # Hydra sets the root logger to INFO; JAX then reports every backend it did not find.
         logging.getLogger("jax").setLevel(logging.WARNING)
@@ -105,30 +105,13 @@ def train_main() -> None:
         d = OmegaConf.to_container(dcfg, resolve=True)
         d.pop("hydra", None)
         try:
-            cfg = config_lib.from_dict(d)
-            cfg.run_dir = HydraConfig.get().runtime.output_dir
-            if cfg.supervised is not None:
-                from mdlbench.codes.supervised import run_codes
-
-                run_codes(cfg.supervised)
-                return None
-            if cfg.bits_back is not None:
-                from mdlbench.codes.bits_back import run_bits_back
-
-                run_bits_back(cfg.bits_back, cfg.run_dir)
-                return None
-            if cfg.capacity is not None:
-                from mdlbench import capacity  # its config side only: JAX loads with capacity.run
-
-                ccfg = capacity.from_dict(cfg.capacity)
-                train.pin_threads(cfg.threads)  # before capacity.run imports JAX
-                capacity.run(ccfg, cfg.experiment)
-                return None
-            summary = train.run(cfg)
+            job = jobs.with_run_dir(jobs.from_dict(d), HydraConfig.get().runtime.output_dir)
+            summary = jobs.run(job)
         except MdlbenchError as e:
             print(f"mdlbench-train: error: {e}", file=sys.stderr)
             sys.exit(2)
-        return summary.get("code", {}).get("bits_per_byte") if summary else None
+        # The sweeper's objective: the byte code's verified bits/byte (other families return None).
+        return summary.get("code", {}).get("bits_per_byte") if job.family is None and summary else None
 
     problem = missing_launcher_plugin(sys.argv[1:])
     if problem:

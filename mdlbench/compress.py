@@ -10,28 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mdlbench.config import Config
 from mdlbench.errors import MdlbenchError
-
-
-def compose(overrides: list[str]) -> Config:
-    """Composes ``conf/`` exactly as ``mdlbench-train`` would, and returns a typed Config (Hydra
-    stays at this boundary: ``mdlbench compress``, ``mdlbench bench`` and the tests compose here)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from mdlbench import config as config_lib
-    from mdlbench.cli import CONF_DIR
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            d = OmegaConf.to_container(hydra_compose("config", overrides=overrides), resolve=True)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise config_lib.ConfigError(f"cannot compose the config: {str(e).splitlines()[0]}") from None
-    d.pop("hydra", None)
-    return config_lib.from_dict(d)
 
 
 def add_compress_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +33,10 @@ def compress_command(args: argparse.Namespace) -> int:
         raise MdlbenchError(f"output directory {out.parent} is not a directory")
     if out.is_dir():
         raise MdlbenchError(f"output {out} is a directory; name the container file")
-    cfg = compose([f"model={args.model}", "data=file", f"data.path={src}", "logger=disabled",
-                   f"code.verify={not args.no_verify}", *args.overrides])
+    from mdlbench import jobs
+
+    cfg = jobs.byte_code(jobs.compose([f"model={args.model}", "data=file", f"data.path={src}", "logger=disabled",
+                                       f"code.verify={not args.no_verify}", *args.overrides]), "mdlbench compress")
     cfg.experiment = "compress"
     dataset = data_lib.load(cfg.data)
     train.pin_threads(cfg.threads)

@@ -121,6 +121,9 @@ class OptimConfig:
       weight_decay: decoupled weight decay (``adamw``).
       clip_norm: global gradient-norm clip; 0 disables it.
       warmup_steps: linear warm-up length in optimiser updates.
+      schedule: ``constant`` (after the warm-up; the online codes, which may not know their length)
+        or ``cosine`` (decay to ``lr * final_lr_fraction`` over a known number of updates).
+      final_lr_fraction: where the ``cosine`` schedule ends, as a fraction of ``lr``.
       updates_per_batch: optimiser updates on each coded batch (the data is coded once,
         before the first of them).
     """
@@ -133,6 +136,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     warmup_steps: int = 0
+    schedule: str = "constant"
+    final_lr_fraction: float = 0.1
     updates_per_batch: int = 1
 
 
@@ -209,15 +214,10 @@ class Config:
       threads: CPUs to pin this run to before JAX starts (0 = all available). The decoder
         reproduces the count recorded in the container, so any value decodes.
       baselines: also measure the classic compressors on the same bytes (``baselines.*``).
-      supervised: when set, the run is the supervised MDL code family on labelled data
-        (``mdlbench.codes.supervised``) instead of prequential byte coding; its schema is
-        ``mdlbench.codes.supervised.config.SupervisedConfig``.
-      capacity: when set, the run is a knowledge-capacity sweep (``mdlbench.capacity``: train on a
-        synthetic knowledge base, measure the bits of facts stored); its schema is
-        ``mdlbench.capacity.CapacityConfig``.
-      bits_back: when set, the run is a bits-back code (``mdlbench.codes.bits_back``: BB-ANS on
-        images under a VAE, or bits-back coded classifier weights); its schema is
-        ``mdlbench.codes.bits_back.config.BitsBackConfig``.
+
+    The other code families (``supervised:``, ``bits_back:``, ``capacity:`` sections of a composed
+    config) have their own typed schemas; ``mdlbench.jobs`` reads a composed config into one of
+    them. They are not fields here, so the byte code's decoder does not carry their schemas.
     """
 
     experiment: str = "default"
@@ -230,19 +230,17 @@ class Config:
     run_dir: str = ""
     threads: int = 0
     baselines: bool = False
-    supervised: dict[str, Any] | None = None
-    capacity: dict[str, Any] | None = None
-    bits_back: dict[str, Any] | None = None
 
 
-def _build(cls: type, value: Any, where: str) -> Any:
-    """Builds ``cls`` from ``value`` recursively, refusing unknown keys and wrong types."""
+def build(cls: type, value: Any, where: str) -> Any:
+    """Builds dataclass ``cls`` from the plain ``value`` recursively, refusing unknown keys and wrong
+    types: the one way every family's schema is read (``where`` prefixes the error messages)."""
     origin = typing.get_origin(cls)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(cls) if a is not type(None)]
         if value is None:
             return None
-        return _build(args[0], value, where)
+        return build(args[0], value, where)
     if dataclasses.is_dataclass(cls):
         if isinstance(value, cls):
             return value
@@ -253,13 +251,13 @@ def _build(cls: type, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - names)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()}
+        kwargs = {k: build(hints[k], v, f"{where}.{k}" if where else k) for k, v in value.items()}
         return cls(**kwargs)
     if origin is list:
         (item,) = typing.get_args(cls)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_build(item, v, where) for v in value]
+        return [build(item, v, where) for v in value]
     if cls is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if cls is int and isinstance(value, bool):
@@ -271,7 +269,7 @@ def _build(cls: type, value: Any, where: str) -> Any:
 
 def from_dict(d: dict[str, Any]) -> Config:
     """Builds a validated :class:`Config` from a plain (resolved) dict."""
-    cfg = _build(Config, d, "")
+    cfg = build(Config, d, "")
     validate(cfg)
     return cfg
 
@@ -279,23 +277,6 @@ def from_dict(d: dict[str, Any]) -> Config:
 def to_dict(cfg: Config) -> dict[str, Any]:
     """The plain-dict form stored in containers and summaries."""
     return dataclasses.asdict(cfg)
-
-
-def coerce_section(cfg: Any, cls: type, key: str, validate_fn, who: str) -> Any:
-    """A validated ``cls`` from a ``cls``, its plain dict, or any dict/object with a ``key``
-    section (a whole Config, a composed mapping): the one way the experiment families
-    (``supervised``, ``bits_back``, ``capacity``) take their configuration."""
-    if isinstance(cfg, cls):
-        validate_fn(cfg)
-        return cfg
-    if isinstance(cfg, dict):
-        built = _build(cls, cfg[key] if key in cfg else cfg, key)
-        validate_fn(built)
-        return built
-    section = getattr(cfg, key, None)
-    if section is None:
-        raise ConfigError(f"{who} needs a {cls.__name__} or a mapping with a '{key}' section")
-    return coerce_section(section, cls, key, validate_fn, who)
 
 
 def resolve_mode(cfg: Config) -> Config:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA_DIR, REPO, shared_data
-from mdlbench.codes.bits_back import ans
+from mdlbench.coding import ans
 from mdlbench.codes.bits_back import config as bconfig
 from mdlbench.config import ConfigError
 
@@ -247,12 +247,13 @@ def test_config_refuses_bad_values_and_experiments_compose():
                         ({"train": {"lr": 0}}, "train.lr must be positive")]:
         with pytest.raises(ConfigError, match=needle):
             bconfig.from_dict(bad)
-    from mdlbench.compress import compose
+    from mdlbench import jobs
 
     for exp, code in [("bbans_mnist5k", "bbans"), ("bbans_fashion", "bbans"), ("bitsback_weights", "weights")]:
-        c = compose([f"experiment={exp}"])
-        b = bconfig.from_dict(c.bits_back)
-        assert b.code == code and b.experiment_name == exp == c.experiment
+        c = jobs.compose([f"experiment={exp}"])
+        b = c.family
+        assert isinstance(b, bconfig.BitsBackConfig)
+        assert b.code == code and b.experiment_name == exp == c.config.experiment
 
 
 # ---- end to end on real data, separate-process decoding ------------------------------------------
@@ -265,7 +266,7 @@ def bbans_run(tmp_path_factory):
     cfg = {"code": "bbans", "experiment": "t_bbans", "data": "mnist5k", "data_dir": str(DATA_DIR),
            "max_examples": 64, "model": "vae_tiny", "out_dir": str(out),
            "train": {"epochs": 2, "batch_size": 32}, "bbans": {"latent_bits": 8, "heldout_images": 0}}
-    return cfg, run_bits_back(cfg), out
+    return cfg, run_bits_back(bconfig.from_dict(cfg)), out
 
 
 def test_bbans_end_to_end_verified_in_a_separate_process(bbans_run):
@@ -318,10 +319,10 @@ def test_bbans_rerun_is_free_and_a_changed_config_is_refused(bbans_run):
     from mdlbench.errors import MdlbenchError
 
     cfg, s, _ = bbans_run
-    again = run_bits_back(cfg)
+    again = run_bits_back(bconfig.from_dict(cfg))
     assert again["config_hash"] == s["config_hash"] and again["time"]["total_s"] == s["time"]["total_s"]
     with pytest.raises(MdlbenchError, match="different config"):
-        run_bits_back({**cfg, "seed": 1}, Path(s["paths"]["summary"]).parent)
+        run_bits_back(bconfig.from_dict({**cfg, "seed": 1}), Path(s["paths"]["summary"]).parent)
 
 
 @pytest.mark.parametrize("edit,needle", [
@@ -360,7 +361,7 @@ def test_weights_end_to_end_verified_in_a_separate_process(tmp_path):
     cfg = {"code": "weights", "experiment": "t_weights", "data": "mnist5k", "data_dir": str(DATA_DIR),
            "max_examples": 200, "model": "logreg", "out_dir": str(tmp_path),
            "weights": {"deltas": [2.0 ** -6, 2.0 ** -10], "variational": {"epochs": 4, "mc_samples": 2}}}
-    s = run_bits_back(cfg)
+    s = run_bits_back(bconfig.from_dict(cfg))
     assert s["verify"]["ok"] and s["verify"]["files"] == 2
     assert s["verify"]["decoded_sha256"] == s["data"]["labels_sha256"] == labels_sha256(load_labelled(
         "mnist5k", DATA_DIR, 0, 200).y)
@@ -403,6 +404,6 @@ def test_bbans_mnist5k_net_bits_within_one_percent_of_neg_elbo(tmp_path):
 
     d = yaml.safe_load((REPO / "conf" / "experiment" / "bbans_mnist5k.yaml").read_text())["bits_back"]
     d.update(experiment="bbans_mnist5k", out_dir=str(tmp_path), data_dir=str(DATA_DIR), baselines=False)
-    s = run_bits_back(d)
+    s = run_bits_back(bconfig.from_dict(d))
     assert s["verify"]["ok"]
     assert abs(s["code"]["total_over_neg_elbo"] - 1) < 0.01 and abs(s["code"]["net_over_neg_elbo"] - 1) < 0.01

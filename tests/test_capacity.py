@@ -251,9 +251,10 @@ def test_bad_capacity_config_is_one_clear_error(patch, needle, tmp_path):
 @pytest.mark.parametrize("exp", ["capacity_smoke", "capacity_sweep"])
 def test_experiment_capacity_sections_validate(exp):
     from mdlbench import capacity
-    from mdlbench.compress import compose
+    from mdlbench import jobs
 
-    cfg = capacity.from_dict(compose([f"experiment={exp}"]).capacity)
+    cfg = jobs.compose([f"experiment={exp}"]).family
+    assert isinstance(cfg, capacity.CapacityConfig)
     cells = capacity.grid(cfg)
     assert len({m.d_ff for _, m in cells}) >= 3  # FFN width varied
     assert {k.exposure for k in cfg.knowledge} == {"uniform", "zipf"}

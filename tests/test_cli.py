@@ -97,15 +97,15 @@ def test_empty_file_is_refused(tmp_path):
 
 
 def _compose(overrides):
-    from mdlbench.compress import compose
+    from mdlbench import jobs
 
-    return compose(overrides)
+    return jobs.compose(overrides)
 
 
 @pytest.mark.parametrize("model", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
 def test_every_model_preset_composes(model):
-    cfg = _compose([f"model={model}"])
-    assert cfg.model.name == model
+    job = _compose([f"model={model}"])
+    assert job.family is None and job.config.model.name == model
 
 
 @pytest.mark.parametrize("exp", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))

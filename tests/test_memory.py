@@ -163,10 +163,10 @@ def test_scaling_text_experiments_compose_and_span_the_sizes(exp, min_ratio, min
     sizes, datas = params.model.split(","), params.data.split(",")
     assert len(sizes) >= 5 and len(datas) >= 2 and len(params.seed.split(",")) == 2
     counts = {}
-    from mdlbench.compress import compose
+    from mdlbench import jobs
 
     for name in sizes:
-        cfg = compose([f"experiment={exp}", f"model={name}"])
+        cfg = jobs.byte_code(jobs.compose([f"experiment={exp}", f"model={name}"]), "the scaling sweep")
         assert cfg.model.positions == "rope" and cfg.model.context >= 4 * cfg.code.seq_len
         assert cfg.code.name == "estimate"
         m = models.build(cfg.model, cfg.code.seq_len)

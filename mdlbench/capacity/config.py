@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mdlbench.config import ConfigError, ModelConfig, _build, check_ranges
+from mdlbench.config import ConfigError, ModelConfig, OptimConfig, build, check_ranges
 from mdlbench.data import knowledge
 from mdlbench.data.knowledge import KnowledgeConfig
 
@@ -88,7 +88,7 @@ class CapacityConfig:
 
 def from_dict(d: dict[str, Any]) -> CapacityConfig:
     """Builds and validates a :class:`CapacityConfig` from the plain ``capacity:`` mapping."""
-    cfg = _build(CapacityConfig, d, "capacity")
+    cfg = build(CapacityConfig, d, "capacity")
     validate(cfg)
     return cfg
 
@@ -152,3 +152,11 @@ def grid(cfg: CapacityConfig) -> list[tuple[KnowledgeSpec, ModelConfig]]:
     by_name = {m.name: m for m in cfg.models}
     return [(spec, by_name[m] if spec.models else m)
             for spec in cfg.knowledge for m in (spec.models or cfg.models)]
+
+
+def optim_config(t: TrainConfig) -> OptimConfig:
+    """The shared optimiser description of the capacity recipe: Adam (AdamW with decay), warm-up
+    then cosine decay, global-norm clip."""
+    return OptimConfig(name="adamw" if t.weight_decay else "adam", lr=t.lr, weight_decay=t.weight_decay,
+                       clip_norm=t.clip_norm, warmup_steps=t.warmup_steps, schedule="cosine",
+                       final_lr_fraction=t.final_lr_fraction)

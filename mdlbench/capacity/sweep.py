@@ -23,11 +23,13 @@ import optax
 from mdlbench import models
 from mdlbench.codes import harness
 from mdlbench.coding.container import atomic_write
-from mdlbench.capacity.config import CapacityConfig, KnowledgeSpec, TrainConfig, grid, kb_label, knowledge_config
+from mdlbench.capacity.config import (CapacityConfig, KnowledgeSpec, TrainConfig, grid, kb_label, knowledge_config,
+                                      optim_config)
 from mdlbench.config import ConfigError, ModelConfig
 from mdlbench.data import knowledge
 from mdlbench.data.knowledge import KnowledgeBase
 from mdlbench.models.transformer import BOS
+from mdlbench.optim import make_optimizer
 
 LN2 = math.log(2.0)
 PAD = 0  # input byte after a statement's end; never a counted target
@@ -202,14 +204,6 @@ def param_breakdown(params: Any) -> dict[str, int]:
 # --------------------------------------------------------------------------- training
 
 
-def _optimizer(t: TrainConfig, steps: int) -> optax.GradientTransformation:
-    warmup = min(t.warmup_steps, steps // 2)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, t.lr, warmup, max(steps, warmup + 1),
-                                                  end_value=t.lr * t.final_lr_fraction)
-    opt = optax.adamw(schedule, weight_decay=t.weight_decay) if t.weight_decay else optax.adam(schedule)
-    return optax.chain(optax.clip_by_global_norm(t.clip_norm), opt) if t.clip_norm else opt
-
-
 def train(module: Any, params: Any, enc: Encoded, rows_S: np.ndarray, t: TrainConfig,
           on_chunk: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Trains on the statement rows ``rows_S`` in order, ``t.batch_size`` per update.
@@ -224,7 +218,7 @@ def train(module: Any, params: Any, enc: Encoded, rows_S: np.ndarray, t: TrainCo
     if steps == 0:
         raise ConfigError(f"capacity.train.batch_size ({t.batch_size}) is larger than the training stream "
                           f"({len(rows_S)} statements)")
-    opt = _optimizer(t, steps)
+    opt = make_optimizer(optim_config(t), steps)
     tokens = jnp.asarray(enc.tokens_MxT1)
     mask = jnp.asarray(enc.target_mask_MxT if t.loss_on == "all" else enc.value_mask_MxT)
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mdlbench.codes.replay import find_container
 from mdlbench.coding import container, program
 from mdlbench.errors import ContainerError, MdlbenchError
 
@@ -32,21 +33,6 @@ def container_kind(path: Path, header: dict[str, Any]) -> str:
     what = header.get("kind") or header.get("format")
     raise ContainerError(f"{path}: not a container mdlbench can decode (kind/format {what!r}; "
                          f"known: {', '.join(KINDS)})")
-
-
-def find_container(target: str | Path) -> Path:
-    """A container file, or the single ``.mdl`` file inside a run directory."""
-    p = Path(target)
-    if p.is_dir():
-        found = sorted(p.glob("*.mdl"))
-        if len(found) != 1:
-            names = ", ".join(f.name for f in found)
-            raise ContainerError(f"{p}: expected exactly one .mdl container in the directory, found {len(found)}"
-                                 + (f" ({names}): name one" if found else ""))
-        return found[0]
-    if not p.exists():
-        raise ContainerError(f"{p}: no such file or run directory")
-    return p
 
 
 def decode(path: Path, kind: str, output: str | Path | None = None, data_dir: str | None = None) -> dict[str, Any]:

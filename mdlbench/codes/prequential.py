@@ -53,7 +53,7 @@ import numpy as np
 
 from mdlbench import config as config_lib
 from mdlbench.coding import container, range_coder
-from mdlbench.config import Config, OptimConfig
+from mdlbench.config import Config
 from mdlbench.errors import ContainerError, DecodeError, EnvironmentMismatch
 
 LN2 = math.log(2.0)
@@ -428,22 +428,6 @@ def make_host(cfg: Config, layout: Layout):
     return Host(layout)
 
 
-def make_optimizer(o: OptimConfig):
-    """The optax optimiser named by the config (a small registry, not a class tree)."""
-    import optax
-
-    lr = optax.linear_schedule(0.0, o.lr, o.warmup_steps) if o.warmup_steps else o.lr
-    if o.name == "adam":
-        base = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
-    elif o.name == "adamw":
-        base = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
-    elif o.name == "sgd":
-        base = optax.sgd(lr)
-    else:
-        raise config_lib.ConfigError(f"unknown optimiser {o.name!r}; known: adam, adamw, sgd")
-    return optax.chain(optax.clip_by_global_norm(o.clip_norm), base) if o.clip_norm > 0 else base
-
-
 class Program:
     """What both sides build identically from the config: model, optimiser, initial
     parameters and the one compiled coding step."""
@@ -454,6 +438,7 @@ class Program:
         from jax.experimental import io_callback
 
         from mdlbench import models
+        from mdlbench.optim import make_optimizer
 
         self.cfg, self.layout, self.host = cfg, layout, host
         B, T = cfg.code.batch_size, cfg.code.seq_len

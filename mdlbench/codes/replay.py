@@ -25,12 +25,15 @@ from mdlbench.errors import ContainerError, DecodeError, MdlbenchError, one_line
 
 
 def find_container(target: str | Path) -> Path:
-    """A .mdl file, or the single container inside a run directory."""
+    """A container file, or the single ``.mdl`` file inside a run directory (``mdlbench decode``
+    finds every kind of container with it)."""
     p = Path(target)
     if p.is_dir():
         found = sorted(p.glob("*.mdl"))
         if len(found) != 1:
-            raise ContainerError(f"{p}: expected exactly one .mdl container in the run directory, found {len(found)}")
+            names = ", ".join(f.name for f in found)
+            raise ContainerError(f"{p}: expected exactly one .mdl container in the directory, found {len(found)}"
+                                 + (f" ({names}): name one" if found else ""))
         return found[0]
     if not p.exists():
         raise ContainerError(f"{p}: no such file or run directory")

@@ -51,8 +51,7 @@ DECODERS: dict[str, tuple[str, ...]] = {
     BITSBACK_WEIGHTS: ("mdlbench.codes.bits_back.__main__",),
 }
 # Encoder-side modules that decoder modules name without ever running them: the packages'
-# lazy ``run_codes`` / ``run_bits_back`` wrappers and the ``run`` action of their command
-# lines. Entering them would count the experiment drivers, tables and figures as the program.
+# lazy ``run_codes`` / ``run_bits_back`` wrappers. Entering them would count the experiment drivers, tables and figures as the program.
 ENCODER_ONLY = frozenset({"mdlbench.codes.supervised.run", "mdlbench.codes.bits_back.run"})
 
 

@@ -38,8 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mdlbench.codes.bits_back import ans
+from mdlbench.coding import ans
 from mdlbench.codes.bits_back.config import BitsBackConfig
+from mdlbench import optim
 from mdlbench.errors import ContainerError, DecodeError
 from mdlbench.models.vae import VAE, build_vae
 
@@ -96,11 +97,6 @@ def param_template(module: VAE, n_pixels: int) -> Any:
                           jnp.zeros((1, module.latent), jnp.float32))["params"]
 
 
-def count_params(params: Any) -> int:
-    """Number of scalar parameters in a pytree (measured)."""
-    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
-
-
 def pack_params(params: Any, dtype: str) -> bytes:
     """Parameters in tree order as little-endian ``dtype`` values, xz-compressed (preset 9e)."""
     leaves = jax.tree_util.tree_leaves(params)
@@ -151,7 +147,7 @@ def train_vae(module: VAE, bits_NxD: np.ndarray, cfg: BitsBackConfig,
     tc = cfg.train
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), STREAM_INIT)
     params = module.init(key, jnp.zeros((1, d), jnp.float32), jnp.zeros((1, module.latent), jnp.float32))["params"]
-    tx = optax.adam(tc.lr)
+    tx = optim.adam(tc.lr)
     opt_state = tx.init(params)
     X = jnp.asarray(bits_NxD)
     noise_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), STREAM_TRAIN)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mdlbench.codes.supervised.config import VariationalConfig
-from mdlbench.config import ConfigError, _build, check_ranges, coerce_section
+from mdlbench.config import ConfigError, build, check_ranges
 
 CODES = ("bbans", "weights")
 
@@ -132,7 +132,7 @@ class BitsBackConfig:
 
 def from_dict(d: dict[str, Any]) -> BitsBackConfig:
     """Builds and validates a :class:`BitsBackConfig` from the plain ``bits_back:`` mapping."""
-    cfg = _build(BitsBackConfig, d, "bits_back")
+    cfg = build(BitsBackConfig, d, "bits_back")
     validate(cfg)
     return cfg
 
@@ -140,11 +140,6 @@ def from_dict(d: dict[str, Any]) -> BitsBackConfig:
 def to_dict(cfg: BitsBackConfig) -> dict[str, Any]:
     """The plain-dict form stored in file headers and summaries."""
     return dataclasses.asdict(cfg)
-
-
-def coerce(cfg: Any) -> BitsBackConfig:
-    """Accepts a BitsBackConfig, its plain dict, or any object/dict with a ``bits_back`` entry."""
-    return coerce_section(cfg, BitsBackConfig, "bits_back", validate, "bits-back codes")
 
 
 def config_hash(cfg: BitsBackConfig) -> str:

@@ -104,7 +104,8 @@ def decode_files(paths: list[str | Path], data_dir: str | None = None,
 
 
 def _decode_bbans(path: Path, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
-    from mdlbench.codes.bits_back import ans, bbans
+    from mdlbench.codes.bits_back import bbans
+    from mdlbench.coding import ans
     from mdlbench.codes.bits_back import config as bconfig
 
     t0 = time.perf_counter()

@@ -94,12 +94,11 @@ def _row(**kw: Any) -> dict[str, Any]:
     return row
 
 
-def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_bits_back(cfg: BitsBackConfig, run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Runs one bits-back experiment (``cfg.code``: ``bbans`` or ``weights``).
 
     Args:
-      cfg: a :class:`BitsBackConfig`, its plain dict, or a mapping/object with a ``bits_back``
-        section.
+      cfg: the validated ``bits_back:`` section (:func:`mdlbench.codes.bits_back.config.from_dict`).
       run_dir: where the coded files and ``summary.json`` go; default :func:`default_run_dir`.
 
     Returns:
@@ -108,7 +107,6 @@ def run_bits_back(cfg: Any, run_dir: str | os.PathLike | None = None) -> dict[st
     Raises:
       MdlbenchError: a different finished config in ``run_dir``, bad data, a failed decode.
     """
-    cfg = bconfig.coerce(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     summary_path = run_dir / "summary.json"
     chash = bconfig.config_hash(cfg)
@@ -214,7 +212,8 @@ def _run_bbans(cfg: BitsBackConfig, run_dir: Path,
     data = load_labelled(cfg.data, cfg.data_dir or None, cfg.shuffle_seed, cfg.max_examples, bc.heldout_images)
     import jax
 
-    from mdlbench.codes.bits_back import ans, bbans
+    from mdlbench.codes.bits_back import bbans
+    from mdlbench.coding import ans
 
     bits = bbans.binarize(data.x, cfg.binarize_threshold)
     n, d = bits.shape

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
-from mdlbench.codes.bits_back import ans
+from mdlbench.coding import ans
 from mdlbench.codes.bits_back.config import BitsBackConfig, WeightsConfig
 from mdlbench.codes.supervised.learner import STREAM_VARIATIONAL, Learner
 from mdlbench.codes.supervised.variational import _sample, kl_bits, train_variational

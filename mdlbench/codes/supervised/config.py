@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mdlbench.config import ConfigError, _build, check_ranges
+from mdlbench.config import ConfigError, build, check_ranges
 
 CODES = ("uniform", "two_part", "blockwise", "prequential", "variational")
 # The doubling schedule of Blier & Ollivier / Voita & Titov, in percent of the data.
@@ -162,7 +162,7 @@ class SupervisedConfig:
 
 def from_dict(d: dict[str, Any]) -> SupervisedConfig:
     """Builds and validates a :class:`SupervisedConfig` from the plain ``supervised:`` mapping."""
-    cfg = _build(SupervisedConfig, d, "supervised")
+    cfg = build(SupervisedConfig, d, "supervised")
     validate(cfg)
     return cfg
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mdlbench import optim
+from mdlbench.config import OptimConfig
 from mdlbench.models.classifiers import build_classifier
 
 # Seed streams: every random choice is (config seed, stream) so that codes never share draws.
@@ -30,11 +32,6 @@ STREAM_VARIATIONAL = 3
 STREAM_VARIATIONAL_HOLDOUT = 4
 STREAM_CANARY = 99
 STREAM_BLOCK = 1000  # + block index
-
-
-def count_params(params: Any) -> int:
-    """Number of scalar parameters in a pytree (measured, never read from a name)."""
-    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
 def batch_indices(n: int, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -51,10 +48,8 @@ def n_steps(n: int, epochs: float, batch_size: int, min_steps: int, max_steps: i
 
 
 def make_optimizer(name: str, lr: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """Adam or AdamW at a constant learning rate."""
-    if name == "adamw":
-        return optax.adamw(lr, weight_decay=weight_decay)
-    return optax.adam(lr)
+    """Adam or AdamW at a constant learning rate, no clipping (the shared factory's recipe)."""
+    return optim.make_optimizer(OptimConfig(name=name, lr=lr, weight_decay=weight_decay, clip_norm=0.0))
 
 
 class Learner:

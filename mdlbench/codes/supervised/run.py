@@ -47,7 +47,6 @@ from mdlbench.codes.supervised import files, uniform
 from mdlbench.codes.supervised.blockwise import blockwise_pass
 from mdlbench.codes.supervised.channel import EncodeChannel
 from mdlbench.codes.supervised.config import SupervisedConfig, block_ends
-from mdlbench.config import coerce_section
 from mdlbench.codes.supervised.learner import (STREAM_FINAL, STREAM_HOLDOUT, STREAM_VARIATIONAL,
                                                STREAM_VARIATIONAL_HOLDOUT, Learner, n_steps,
                                                scale_inputs)
@@ -64,11 +63,6 @@ LABELS = {"uniform": "uniform", "two_part_float32": "two-part (float32)", "two_p
 COLUMNS = ["code", "label", "kind", "bits", "bits_per_label", "ideal_bits", "ideal_bits_per_label", "verified",
            "model_cost_bits", "data_bits", "compression", "test_accuracy", "online_accuracy", "train_accuracy",
            "n_params", "time_s", "detail", "data", "model", "n", "n_classes", "accuracy_split", "shuffle_seed", "seed"]
-
-
-def coerce_config(cfg: Any) -> SupervisedConfig:
-    """Accepts a SupervisedConfig, its plain dict, or any object/dict with a ``supervised`` entry."""
-    return coerce_section(cfg, SupervisedConfig, "supervised", sconfig.validate, "run_codes")
 
 
 def _log(msg: str) -> None:
@@ -93,19 +87,17 @@ def _write_online(path: Path, code: str, cfg: SupervisedConfig, data, y: np.ndar
     return 8 * len(payload)
 
 
-def run_codes(cfg: Any) -> dict[str, Any]:
+def run_codes(cfg: SupervisedConfig) -> dict[str, Any]:
     """Runs every configured code on the same data; writes the table, figure, files and summary.
 
     Args:
-      cfg: a :class:`SupervisedConfig`, its plain dict, or a mapping/object with a
-        ``supervised`` section.
+      cfg: the validated ``supervised:`` section (:func:`mdlbench.codes.supervised.config.from_dict`).
 
     Returns:
       The summary: ``rows`` (one dict per code, the table's columns), ``paths`` (table,
       figures, coded files, summary) and ``time_s``.
     """
     t_run = time.perf_counter()
-    cfg = coerce_config(cfg)
     # The decoder's program, measured before coding: the source that makes the payloads.
     program_info = program.measure(files.KIND, sconfig.to_dict(cfg))
     data = load_labelled(cfg.data, cfg.data_dir or None, cfg.shuffle_seed, cfg.max_examples, cfg.max_test_examples)

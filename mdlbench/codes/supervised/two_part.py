@@ -8,9 +8,9 @@ index of delta among the candidates (log2 of their number). The labels are then 
 quantized model. The best delta is the one with the smallest ideal total, as in Blier &
 Ollivier's search.
 
-For that delta the code is also made real: one range-coded stream (constriction) holding the
-parameters (``QuantizedGaussian``) then the labels (``Categorical``), decoded back in-process
-and checked.
+For that delta the code is also made real: one stream of :mod:`mdlbench.coding.range_coder`
+holding the parameters (its discretised-Gaussian family) then the labels (the categorical
+push/pop of the :mod:`mdlbench.coding.coder` protocol), decoded back in-process and checked.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import constriction
 import jax
 import numpy as np
 from scipy.special import log_ndtr
 
 from mdlbench.codes.supervised.learner import Learner, label_bits
+from mdlbench.coding import range_coder
 from mdlbench.errors import DecodeError
 
 SIDE_BITS_PER_TENSOR = 16 + 32  # float16 scale + int32 range
@@ -107,26 +107,26 @@ def two_part(learner: Learner, params: Any, x_host: np.ndarray, y: np.ndarray, d
 def real_code(learner: Learner, leaves: list[np.ndarray], treedef, scales: list[float], delta: float,
               x_host: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Range-codes the quantized parameters then the labels; decodes both back and checks them."""
-    model = constriction.stream.model
     qs = quantize(leaves, delta)
     ranges = [max(1, int(np.abs(q).max())) for q in qs]
     if max(ranges) >= 2 ** 31:
         raise DecodeError(f"delta {delta} gives integer codes beyond int32")
-    enc = constriction.stream.queue.RangeEncoder()
+    enc = range_coder.Encoder()
     for q, s, r in zip(qs, scales, ranges):
-        enc.encode(q.ravel().astype(np.int32), model.QuantizedGaussian(-r, r, 0.0, s / delta))
+        enc.push_gaussian(q.ravel(), 0.0, s / delta, -r, r)
     wq = jax.tree_util.tree_unflatten(treedef, dequantize(qs, delta))
-    probs = learner.probs(wq, x_host)
-    enc.encode(np.asarray(y, np.int32), model.Categorical(perfect=False), probs)
-    words = enc.get_compressed()
+    enc.push(np.asarray(y, np.int32), learner.probs(wq, x_host))
+    payload = enc.finish()
 
-    # The receiver knows delta, the scales, the ranges and the shapes (side information).
-    dec = constriction.stream.queue.RangeDecoder(words)
-    got = [dec.decode(model.QuantizedGaussian(-r, r, 0.0, s / delta), w.size).reshape(w.shape).astype(np.int64)
+    # The receiver knows delta, the scales, the ranges and the shapes (side information), and
+    # pops in push order (the range coder is a queue): parameters first, then the labels under
+    # the model they define.
+    dec = range_coder.Decoder(payload)
+    got = [dec.pop_gaussian(w.size, 0.0, s / delta, -r, r).reshape(w.shape).astype(np.int64)
            for w, s, r in zip(leaves, scales, ranges)]
     wq2 = jax.tree_util.tree_unflatten(treedef, dequantize(got, delta))
-    y2 = dec.decode(model.Categorical(perfect=False), learner.probs(wq2, x_host))
+    y2 = dec.pop(learner.probs(wq2, x_host))
     ok = all(np.array_equal(a, b) for a, b in zip(got, qs)) and np.array_equal(y2, y)
     if not ok:
         raise DecodeError("two-part code did not decode back to the same parameters and labels")
-    return {"payload_bits": 32 * int(words.size), "verified": True}
+    return {"payload_bits": 8 * len(payload), "verified": True}

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mdlbench import optim
 from mdlbench.codes.supervised.config import VariationalConfig
 from mdlbench.codes.supervised.learner import Learner, batch_indices, n_steps
 
@@ -76,7 +77,7 @@ def _make_step(module, vc: VariationalConfig, tx: optax.GradientTransformation):
 
 def train_variational(learner: Learner, vc: VariationalConfig, X, Y, n: int, stream: int) -> tuple[Any, Any]:
     """Fits q on examples ``[0, n)`` of the full device arrays; returns (mu, sigma) pytrees."""
-    tx = optax.adam(vc.lr)
+    tx = optim.adam(vc.lr)
     step = learner.compiled(("variational", vc.prior, vc.prior_sigma, vc.lr),
                             lambda: _make_step(learner.module, vc, tx))
     mu = learner.init(stream)

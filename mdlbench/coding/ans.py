@@ -6,10 +6,11 @@ the decoder undoes every step in reverse order and, by pushing the latent back u
 the bits the encoder popped. An ANS coder is exactly such a stack. This module wraps
 constriction's ``AnsCoder`` with push/pop pairs for the four model families the codes use, the
 seeded "clean bits" a stack starts from, and the ideal code lengths (-log2 p, float64) of the
-same probability tables.
+same probability tables. Its categorical push/pop is the :class:`mdlbench.coding.coder.Coder`
+protocol with ``order == "stack"`` (the range coder is the same protocol as a queue).
 
 Underflow: constriction pops silently from an exhausted stack (it invents bits that no push can
-give back), so :meth:`AnsStack.pop_checked` refuses when fewer than :data:`RESERVE_BITS` remain.
+give back), so :meth:`AnsStack.check_reserve` refuses when fewer than :data:`RESERVE_BITS` remain.
 Constriction quantises every model to 24-bit fixed point and gives every symbol at least one
 quantum; tables are float32 on both sides (float32 and float64 tables quantise differently).
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from mdlbench.coding import coder
 
 try:
     import constriction
@@ -78,7 +81,7 @@ def bytes_to_words(payload: bytes) -> np.ndarray:
 
 
 class AnsStack:
-    """A stack of compressed bits.
+    """A stack of compressed bits (a :class:`coder.Coder`: one object pushes and pops, last in first out).
 
     Args:
       words: initial compressed data (uint32 words); ``None`` = empty.
@@ -86,11 +89,18 @@ class AnsStack:
         clean bits may have) survive; the decoder then ends with :meth:`unsealed_words`.
     """
 
+    order: coder.Order = coder.STACK
+
     def __init__(self, words: np.ndarray | None = None, seal: bool = False):
         if words is None:
             self._c = constriction.stream.stack.AnsCoder()
         else:
             self._c = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32), seal=seal)
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> AnsStack:
+        """A stack holding a payload made by :meth:`finish` (the protocol's decoder side)."""
+        return cls(bytes_to_words(payload))
 
     # ---- size -------------------------------------------------------------------------
     def num_bits(self) -> int:
@@ -105,6 +115,10 @@ class AnsStack:
         """A copy of the compressed data (uint32 words)."""
         return self._c.get_compressed()
 
+    def finish(self) -> bytes:
+        """The compressed data as little-endian bytes; the stack stays usable."""
+        return words_to_bytes(self.words())
+
     def unsealed_words(self) -> np.ndarray:
         """The data under the seal word (fails when the stack is not in its sealed state)."""
         try:
@@ -114,7 +128,7 @@ class AnsStack:
 
     # ---- categorical (per-symbol float32 tables) --------------------------------------
     def push_categorical(self, symbols_N: np.ndarray, probs_NxK: np.ndarray) -> None:
-        """Pushes ``symbols_N`` under per-symbol tables (popped back in the same order)."""
+        """Pushes ``symbols_N`` under per-symbol tables (one pop returns them in the same order)."""
         if len(symbols_N):
             self._c.encode_reverse(np.ascontiguousarray(symbols_N, dtype=np.int32), _CATEGORICAL,
                                    floor_tables(probs_NxK))
@@ -124,6 +138,10 @@ class AnsStack:
         if len(probs_NxK) == 0:
             return np.zeros(0, np.int32)
         return np.asarray(self._c.decode(_CATEGORICAL, floor_tables(probs_NxK)), dtype=np.int32)
+
+    # The protocol's names for the categorical pair (the other families keep explicit names only).
+    push = push_categorical
+    pop = pop_categorical
 
     # ---- Bernoulli (per-symbol float32 p(1)) ------------------------------------------
     def push_bernoulli(self, bits_N: np.ndarray, p1_N: np.ndarray) -> None:
