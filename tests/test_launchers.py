@@ -56,7 +56,7 @@ def _assert_jobs_verified_with(sweep, threads: int) -> list[dict]:
     return summaries
 
 
-@pytest.mark.slow  # suite budget (~80 s on 2 cores): pytest -m slow tests/test_launchers.py launches both
+# In the default suite (~80 s on 2 cores): the SLURM path is the one most users scale out on.
 def test_submitit_local_sweep_verifies_with_the_launchers_threads(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     c = _launcher_config("launcher=submitit_local")

@@ -210,3 +210,17 @@ def test_mnist5k_reproduces_blier_ollivier_ordering(tmp_path):
     assert bits["uniform"] == 5000 * math.log2(10)
     assert bits["prequential"] < bits["variational"] < bits["two_part"]
     assert max(bits["prequential"], bits["blockwise"], bits["variational"]) < bits["uniform"]
+
+
+def test_rerun_returns_the_finished_run_and_another_config_there_is_refused(tiny_run):
+    import dataclasses
+
+    from mdlbench.codes.supervised import run_codes
+    from mdlbench.errors import MdlbenchError
+
+    summary, _ = tiny_run
+    cfg = sconfig.from_dict(summary["config"])
+    again = run_codes(cfg)  # the harness finds the finished run: nothing is trained again
+    assert again["config_hash"] == summary["config_hash"] and again["time_s"] == summary["time_s"]
+    with pytest.raises(MdlbenchError, match="different config"):
+        run_codes(dataclasses.replace(cfg, seed=cfg.seed + 1))

@@ -4,7 +4,9 @@
 maximum-likelihood model once (two-part code, model cost of the online codes), run each code,
 write the block-wise and prequential bitstreams as containers and decode them in a separate
 process, then write ``<out>/tables/codes_<data>.csv``, ``<out>/figures/codes_<data>.{png,svg}``
-and ``<out>/runs/codes_<data>/<model>/summary.json``. The coded files and the summary carry the
+and ``<out>/runs/codes_<data>/<model>/summary.json``. The run directory belongs to the
+experiment harness (:mod:`mdlbench.codes.harness`): a finished run of the same config on the same
+decoder source is returned as it is, one of another config there is refused. The coded files and the summary carry the
 program of their decoder (``program``: source sha256, xz bits of source + config, file list),
 measured before any code runs.
 
@@ -29,6 +31,7 @@ command, the commit, the config with its ``config_sha256`` and the decoder's pro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -63,6 +66,22 @@ LABELS = {"uniform": "uniform", "two_part_float32": "two-part (float32)", "two_p
 COLUMNS = ["code", "label", "kind", "bits", "bits_per_label", "ideal_bits", "ideal_bits_per_label", "verified",
            "model_cost_bits", "data_bits", "compression", "test_accuracy", "online_accuracy", "train_accuracy",
            "n_params", "time_s", "detail", "data", "model", "n", "n_classes", "accuracy_split", "shuffle_seed", "seed"]
+
+
+def config_hash(cfg: SupervisedConfig) -> str:
+    """sha256 of everything that defines the codes (where files go and whether they are verified excluded)."""
+    d = sconfig.to_dict(cfg)
+    for key in ("out_dir", "data_dir", "verify"):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def _recorded_hash(summary: dict[str, Any]) -> str | None:
+    # Summaries record the config itself; one this schema cannot read is not the same config.
+    try:
+        return config_hash(sconfig.from_dict(summary["config"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _log(msg: str) -> None:
@@ -114,8 +133,15 @@ def run_codes(cfg: SupervisedConfig) -> dict[str, Any]:
         split = f"last {n - h} shuffled examples, models trained without them"
     out = Path(cfg.out_dir)
     run_dir = out / "runs" / f"codes_{data.name}" / cfg.model
+    old = harness.finished_run(run_dir, config_hash(cfg), _recorded_hash)
+    if old is not None:
+        if old.get("program", {}).get("source_sha256") != program_info.source_sha256:
+            _log(f"the label decoder changed since {run_dir / 'summary.json'} was written: running again")
+        elif old["config"].get("verify") or not cfg.verify:
+            _log(f"already done: {run_dir / 'summary.json'}")
+            return old
     for d in (out / "tables", out / "figures", run_dir):
-        d.mkdir(parents=True, exist_ok=True)
+        harness.make_run_dir(d)
     learner = Learner(cfg.model, k, data.x.shape[1:], cfg.seed, cfg.uniform_mix, cfg.predict_chunk)
     X, Y = jnp.asarray(x_host), jnp.asarray(y)
     canary = learner.canary(x_host)
@@ -243,12 +269,11 @@ def run_codes(cfg: SupervisedConfig) -> dict[str, Any]:
 
     paths.update({f"figure_{p.suffix[1:]}": str(p) for p in plot_codes(rows, out / "figures" / f"codes_{data.name}",
                                                                            results=prov)})
-    summary = {"config": sconfig.to_dict(cfg), "program": program_info.header(), "rows": rows,
+    summary = {"config": sconfig.to_dict(cfg), "config_hash": config_hash(cfg), "program": program_info.header(), "rows": rows,
                "details": details, "paths": paths,
                "n_params": n_params, "time_s": time.perf_counter() - t_run,
                "threads": len(os.sched_getaffinity(0))}
-    summary_path = run_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=1, default=harness.json_default))
-    paths["summary"] = str(summary_path)
+    paths["summary"] = str(run_dir / "summary.json")
+    harness.write_summary(run_dir, summary, indent=1)
     _log(f"done in {summary['time_s']:.1f} s: {table}")
     return summary
