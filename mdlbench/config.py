@@ -38,6 +38,10 @@ class ModelConfig:
       ngram_orders: byte n-gram count experts mixed into the model's logits (e.g. [1, 2, 3, 4]);
         empty for none. See :mod:`mdlbench.models.ngram`.
       ngram_log2_rows: rows per n-gram table (2**this); orders with more contexts are hashed.
+      ngram_update: when the counts take in a coded byte: ``window`` (after its window, so a
+        window is coded with the counts as they stood before it) or ``position`` (at once).
+      match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
+        experts (predicts the byte that followed their last occurrence); 0 for none.
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -57,6 +61,8 @@ class ModelConfig:
     positions: str = "learned"
     ngram_orders: list[int] = field(default_factory=list)
     ngram_log2_rows: int = 16
+    ngram_update: str = "window"
+    match_min: int = 0
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -350,6 +356,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.ngram_orders must be distinct orders in 1..8, got {orders}")
     if orders and not 8 <= cfg.model.ngram_log2_rows <= 24:
         raise ConfigError(f"model.ngram_log2_rows must be in 8..24, got {cfg.model.ngram_log2_rows}")
+    if cfg.model.ngram_update not in ("window", "position"):
+        raise ConfigError(f"model.ngram_update must be 'window' or 'position', got {cfg.model.ngram_update!r}")
+    if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):
+        raise ConfigError(f"model.match_min must be 0 (no match model) or in 4..32 with model.ngram_orders set, "
+                          f"got {cfg.model.match_min} with ngram_orders={orders}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")

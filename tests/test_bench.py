@@ -61,6 +61,69 @@ def test_ngram_tables_count_every_coded_byte_but_the_windows_last():
     np.testing.assert_array_equal(table, expect)
 
 
+def test_per_position_counts_take_in_each_byte_before_the_next_position():
+    """In the first window the ``window`` update still codes with empty tables (every position
+    gets the same mixture), while ``position`` already counts the window's own bytes: a
+    position whose context was seen earlier in the window is predicted from that count."""
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    x = jnp.array([list(b"abababab")], jnp.int32)  # one stream; inputs a b a b ..., contexts repeat
+    out = {}
+    for update in ("window", "position"):
+        model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=8,
+                                         ngram_update=update), 8)
+        state = model.zero_state(1)
+        params = model.init(jax.random.PRNGKey(0), x, state)
+        out[update] = np.asarray(model.apply(params, x, state))[0]  # T x V
+    assert np.all(out["window"] == out["window"][0])
+    p = np.exp(out["position"] - out["position"].max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    # Input 2 is 'a' after 'b' had followed 'a' once: 'b' is now the likeliest next byte.
+    assert p[2].argmax() == ord("b") and p[3].argmax() == ord("a") and np.allclose(p[0], 1 / 256)
+
+
+@pytest.mark.parametrize("update", ["window", "position"])
+def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
+    """The training forward replays the coder's per-position updates: its logits are the coding
+    path's (to float rounding), its carried state (counts, match model) is the coding path's
+    exactly, and on a repeating text the match model predicts the byte that comes next."""
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    B, T = 2, 24
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4)
+    model = models.build(cfg, T)
+    unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
+    x = jnp.array([list(unit), list(unit[::-1])], jnp.int32)  # B x T
+    state = model.zero_state(B)
+    params = model.init(jax.random.PRNGKey(0), x, state)
+    params = jax.tree_util.tree_map(lambda p: p + 0.5, params)  # a gate and match weights that do something
+    for window in range(2):
+        logits_f, state_f = model.apply(params, x, state, method="forward")
+        cache = model.apply(params, state, B, method="init_cache")
+        rows = []
+        for t in range(T):
+            logits_t, cache = model.apply(params, x[:, t], cache, t, method="decode")
+            rows.append(logits_t)
+        np.testing.assert_allclose(np.asarray(logits_f), np.stack(rows, 1), rtol=1e-5, atol=1e-5)
+        state_c = model.next_state(cache, state)
+        for a, b in zip(jax.tree_util.tree_leaves(state_f[1:]), jax.tree_util.tree_leaves(state_c[1:])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        state = state_c
+    buf, _, n, ptr, ln = state[3]
+    assert list(np.asarray(n)) == [2 * T, 2 * T] and (np.asarray(ln) > 0).all()
+    # Both streams are inside a repeat: the predicted byte is the one a third copy would start with.
+    pred = np.asarray(buf)[np.arange(B), np.asarray(ptr) % buf.shape[1]]
+    assert bytes(pred.tolist()) == bytes([unit[0], unit[::-1][0]])
+
+
 @pytest.mark.slow  # suite budget (~80 s on 2 cores); the table/provenance logic is tested by the baselines-only test
 def test_bench_writes_verified_rows_and_rerun_replaces_them(tmp_path):
     shared_data("canterbury/alice29.txt")

@@ -28,7 +28,8 @@ def build(cfg: ModelConfig, seq_len: int):
         return base
     from mdlbench.models.ngram import NGramMix  # orders and rows are range-checked by config.validate
 
-    return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len)
+    return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len,
+                    update=cfg.ngram_update, match_min=cfg.match_min)
 
 
 def _build_base(cfg: ModelConfig, seq_len: int):

@@ -19,6 +19,20 @@ Counts lag the coder slightly: a window is coded with the counts as they stood b
 they are updated after it (in ``next_state``), with the pairs whose target byte the coder has
 fed back as an input, i.e. all but the window's last byte, which is counted one window later.
 Both sides do exactly this, so the lag costs a little compression and no exactness.
+With ``update="position"`` there is no lag inside a window: each (context, byte) pair counts
+from the position after the byte is fed back. The big tables still change only between windows
+(an in-place update of hundreds of MB at every position would be copied by XLA each time);
+within the window, the coder adds to the gathered row the window's own pairs with the same
+context (kept in the small buffers the window mode records anyway), and the training forward
+adds the same pairs with one masked comparison, so both see identical counts.
+
+``match_min > 0`` adds a match model (as in lpaq/paq8): per stream, a ring buffer of the
+stream's bytes and a hash table from the last ``match_min`` bytes to the position that followed
+their last occurrence. While the bytes after that occurrence keep repeating, it predicts the
+byte that followed; a learned weight per match length (capped) adds to that byte's logit. Its
+state is carried like the counts, a deterministic function of the coded bytes, so the decoder
+rebuilds it exactly; as for the counts, buffer and table take in a window's bytes after it, and
+positions inside the window look up the window's own bytes and insertions first.
 """
 
 from __future__ import annotations
@@ -30,6 +44,9 @@ import jax
 import jax.numpy as jnp
 
 V = 256  # byte alphabet; the base model's BOS input (256) is read as byte 0 here
+MATCH_LOG2_BUF = 20   # bytes of history per stream the match model can point into (ring buffer)
+MATCH_LOG2_ROWS = 18  # per-stream hash table of last occurrences
+MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned weight (0: none)
 
 
 class NGramMix(nn.Module):
@@ -42,6 +59,9 @@ class NGramMix(nn.Module):
         orders are hashed into 2**log2_rows rows (collisions only blur their counts).
       seq_len: window length T (the coding cache records the window's contexts).
       alpha: additive smoothing of the count estimates.
+      update: ``window`` (a window is coded with the counts as they stood before it) or
+        ``position`` (each byte counts from the next position on).
+      match_min: context length of the match model's lookups; 0 for no match model.
     """
 
     base: nn.Module
@@ -49,15 +69,24 @@ class NGramMix(nn.Module):
     log2_rows: int
     seq_len: int
     alpha: float = 0.05
+    update: str = "window"
+    match_min: int = 0
 
     def setup(self):
         k = len(self.orders)
         # Starts as "trust every order a little"; the evidence features then learn when to lean.
         self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
+        if self.match_min:
+            # Starts at "ignore the match"; a weight grows for the lengths at which it is right.
+            self.match_w = self.param("match_w", nn.initializers.zeros, (MATCH_BUCKETS,))
 
     @property
     def history(self) -> int:
-        return max(self.orders)
+        return max(max(self.orders), self.match_min)
+
+    @property
+    def per_position(self) -> bool:
+        return self.update == "position"
 
     def rows_of(self, k: int) -> int:
         return min(V ** k, 2 ** self.log2_rows)
@@ -81,61 +110,192 @@ class NGramMix(nn.Module):
             out.append(idx.astype(jnp.int32))
         return jnp.stack(out, -1)  # ..., K
 
-    def _mix(self, base_logits, tables, rows_NxK):
-        counts = jnp.stack([t[rows_NxK[..., i]] for i, t in enumerate(tables)], -2)  # ..., K, V
+    @staticmethod
+    def _gather(tables, rows_NxK):
+        return jnp.stack([t[rows_NxK[..., i]] for i, t in enumerate(tables)], -2)  # ..., K, V
+
+    @staticmethod
+    def _count(tables, rows_NxK, tgt_N):
+        """Adds the pairs (row, target) to the tables; BOS targets (>= V) count nothing."""
+        valid = (tgt_N < V).astype(jnp.float32)
+        tgt = jnp.where(tgt_N >= V, 0, tgt_N)
+        return tuple(t.at[rows_NxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
+
+    def _mix(self, base_logits, counts_NxKxV, match=None):
+        counts = counts_NxKxV
         total = counts.sum(-1)
         logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
         w = self.mix(evidence)  # ..., K
-        return base_logits.astype(jnp.float32) + jnp.einsum("...k,...kv->...v", w, logp)
+        logits = base_logits.astype(jnp.float32) + jnp.einsum("...k,...kv->...v", w, logp)
+        if self.match_min:
+            pred_N, bucket_N = match
+            boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
+            logits = logits + boost_N[..., None] * jax.nn.one_hot(pred_N, V, dtype=jnp.float32)
+        return logits
 
     @staticmethod
     def _bytes(x):
         return jnp.where(x >= V, 0, x)
 
+    # ------------------------------------------------------------------ match model
+    # Carried state: (buf_BxN uint8 ring of the stream's bytes, tab_BxR int32 context hash ->
+    # position that followed it (0: none), n_B bytes seen, ptr_B position of the predicted byte,
+    # len_B current match length (0: none)). Within a window the coder also keeps the window's
+    # bytes, its insertions (hash, value) and n at the window's start: ``_match_window``.
+
+    def _zero_match(self, batch: int):
+        z = jnp.zeros((batch,), jnp.int32)
+        return (jnp.zeros((batch, 2 ** MATCH_LOG2_BUF), jnp.uint8), jnp.zeros((batch, 2 ** MATCH_LOG2_ROWS), jnp.int32),
+                z, z, z)
+
+    def _match_window(self, m):
+        buf, tab, n, ptr, ln = m
+        B, T = n.shape[0], self.seq_len
+        return (n, ptr, ln, n, jnp.zeros((B, T), jnp.int32), jnp.full((B, T), -1, jnp.int32),
+                jnp.zeros((B, T), jnp.int32))
+
+    def _match_hash(self, ctx_BxH):
+        c = ctx_BxH[:, self.history - self.match_min:].astype(jnp.uint32)
+        h = jnp.full(c.shape[:1], 0x2545F491, jnp.uint32)
+        for j in range(self.match_min):
+            h = (h ^ (c[:, j] + jnp.uint32(1))) * jnp.uint32(0x9E3779B1)
+            h = h ^ (h >> jnp.uint32(15))
+        return (h >> jnp.uint32(32 - MATCH_LOG2_ROWS)).astype(jnp.int32)
+
+    def _match_step(self, buf, tab, w, x_B, ctx_BxH, pos):
+        """Feeds the coded byte ``x_B`` (``ctx_BxH`` already ends with it) at window position
+        ``pos`` to the match model, reading the carried ``buf``/``tab`` and updating only the
+        window's small buffers ``w``; returns them, the predicted next byte and its length
+        bucket (0: no prediction)."""
+        n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
+        B, N = buf.shape
+        T = self.seq_len
+        b = jnp.arange(B)
+
+        def byte_at(p):  # the stream's byte number p (< n): this window's, or the ring's
+            return jnp.where(p >= n0, wbytes_BxT[b, jnp.clip(p - n0, 0, T - 1)], buf[b, p % N].astype(jnp.int32))
+
+        valid = x_B < V  # a stream's first input is BOS: nothing to feed
+        xb = self._bytes(x_B)
+        hit = (ln > 0) & (byte_at(ptr) == xb)
+        ln_new = jnp.where(hit, ln + 1, 0)
+        ptr_new = ptr + 1
+        wbytes_BxT = wbytes_BxT.at[b, jnp.clip(n - n0, 0, T - 1)].set(jnp.where(valid, xb, wbytes_BxT[b, jnp.clip(n - n0, 0, T - 1)]))
+        n_new = n + 1
+        h = self._match_hash(ctx_BxH)
+        earlier = (whash_BxT == h[:, None]) & (jnp.arange(T)[None] < pos)
+        # Values grow with the position, so the latest insertion of this hash is the largest.
+        in_window = jnp.max(jnp.where(earlier, wval_BxT, 0), axis=1)
+        cand = jnp.where(in_window > 0, in_window, tab[b, h])
+        found = (ln_new == 0) & (cand > 0)
+        ptr_new = jnp.where(found, cand, ptr_new)
+        ln_new = jnp.where(found, 1, ln_new)
+        whash_BxT = whash_BxT.at[:, pos].set(jnp.where(valid, h, -1))
+        wval_BxT = wval_BxT.at[:, pos].set(n_new)
+        n, ptr, ln = (jnp.where(valid, new, old) for new, old in ((n_new, n), (ptr_new, ptr), (ln_new, ln)))
+        pred = byte_at(ptr)
+        bucket = jnp.where((ln > 0) & (n - ptr <= N), jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
+        return (n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, bucket
+
+    def _match_commit(self, m, w):
+        """The carried state after a window: its bytes into the ring, its last insertion of each
+        hash into the table (an earlier duplicate is dropped, so no scatter order matters)."""
+        buf, tab, _, _, _ = m
+        n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
+        B, N = buf.shape
+        T, R = self.seq_len, tab.shape[1]
+        j = jnp.arange(T)[None]
+        b = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+        at = jnp.where(j < (n - n0)[:, None], (n0[:, None] + j) % N, N)  # N: out of range, dropped
+        buf = buf.at[b, at].set(wbytes_BxT.astype(jnp.uint8), mode="drop")
+        later = ((whash_BxT[:, :, None] == whash_BxT[:, None, :]) & (j[:, :, None] < j[:, None, :])).any(-1)
+        row = jnp.where((whash_BxT >= 0) & ~later, whash_BxT, R)
+        tab = tab.at[b, row].set(wval_BxT, mode="drop")
+        return buf, tab, n, ptr, ln
+
+    def _match_replay(self, inputs_BxT, hist_BxH, m):
+        """The coder's per-position match steps over a window, for the training forward."""
+        buf, tab = m[0], m[1]
+        T, H = self.seq_len, self.history
+        seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)
+
+        def one(w, t):
+            ctx = jax.lax.dynamic_slice_in_dim(seq, t + 1, H, axis=1)
+            w, pred, bucket = self._match_step(buf, tab, w, inputs_BxT[:, t], ctx, t)
+            return w, (pred, bucket)
+
+        w, (pred_TxB, bucket_TxB) = jax.lax.scan(one, self._match_window(m), jnp.arange(T))
+        return self._match_commit(m, w), (pred_TxB.T, bucket_TxB.T)
+
+    # ------------------------------------------------------------------ the model protocol
+
     def forward(self, inputs_BxT, state: Any):
-        """Training forward; also returns the state after the window, with the counts updated
-        exactly as the coding path's ``next_state`` updates them (same pairs, same lag)."""
-        base_state, tables, hist_BxH = state
+        """Training forward; also returns the state after the window, with the counts (and the
+        match model) updated exactly as the coding path updates them (same pairs, same lag)."""
+        base_state, tables, hist_BxH = state[:3]
         tables = jax.lax.stop_gradient(tables)
         seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)  # B x (H+T)
         H, T = self.history, inputs_BxT.shape[1]
         ctx_BxTxH = jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1)
         base_logits, base_next = self.base.forward(inputs_BxT, base_state)
-        logits = self._mix(base_logits, tables, self._rows(ctx_BxTxH))
+        query_BxTxK = self._rows(ctx_BxTxH)
+        counts = self._gather(tables, query_BxTxK)
         # The pair counted at position t is (the H bytes before input t, input t).
-        rows_TxBxK = jnp.swapaxes(self._rows(jnp.stack([seq[:, t: t + H] for t in range(T)], 1)), 0, 1)
-        tgt_TxB = inputs_BxT.T
-        valid = (tgt_TxB < V).astype(jnp.float32)
-        tgt = self._bytes(tgt_TxB)
-        new_tables = tuple(t.at[rows_TxBxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
-        return logits, (base_next, new_tables, seq[:, -H:])
+        pair_BxTxK = self._rows(jnp.stack([seq[:, t: t + H] for t in range(T)], 1))
+        if self.per_position:
+            # Position t also sees the window's pairs s <= t with its context: what the coder adds.
+            seen_BxTxS = (jnp.arange(T)[None, :, None] >= jnp.arange(T)[None, None, :]) & (inputs_BxT < V)[:, None, :]
+            onehot_BxSxV = jax.nn.one_hot(inputs_BxT, V, dtype=jnp.float32)  # BOS: all zeros
+            same_BxTxSxK = query_BxTxK[:, :, None, :] == pair_BxTxK[:, None, :, :]
+            extra = jnp.einsum("btsk,bsv->btkv", (same_BxTxSxK & seen_BxTxS[..., None]).astype(jnp.float32),
+                               onehot_BxSxV)
+            counts = counts + extra
+        new_tables = self._count(tables, jnp.swapaxes(pair_BxTxK, 0, 1), inputs_BxT.T)
+        match, rest = None, ()
+        if self.match_min:
+            m, match = jax.lax.stop_gradient(self._match_replay(inputs_BxT, hist_BxH, state[3]))
+            rest = (m,)
+        logits = self._mix(base_logits, counts, match)
+        return logits, (base_next, new_tables, seq[:, -H:]) + rest
 
     def __call__(self, inputs_BxT, state: Any):
         return self.forward(inputs_BxT, state)[0]
 
     def decode(self, input_B, cache: Any, pos):
-        base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache
+        base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache[:5]
         rows_TxBxK = rows_TxBxK.at[pos].set(self._rows(hist_BxH))  # (context, input) pair to count
         tgt_TxB = tgt_TxB.at[pos].set(input_B)
         hist_BxH = jnp.concatenate([hist_BxH[:, 1:], self._bytes(input_B)[:, None]], 1)
         logits_BxV, base_cache = self.base.decode(input_B, base_cache, pos)
-        logits_BxV = self._mix(logits_BxV, tables, self._rows(hist_BxH))
-        return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB)
+        query_BxK = self._rows(hist_BxH)
+        counts = self._gather(tables, query_BxK)
+        if self.per_position:
+            # Pairs not yet recorded have target BOS (V) and a zero one-hot: they add nothing.
+            same_TxBxK = (rows_TxBxK == query_BxK[None]).astype(jnp.float32)
+            counts = counts + jnp.einsum("tbk,tbv->bkv", same_TxBxK, jax.nn.one_hot(tgt_TxB, V, dtype=jnp.float32))
+        rest, match = (), None
+        if self.match_min:
+            buf, tab = cache[5][0], cache[5][1]
+            w, pred, bucket = self._match_step(buf, tab, cache[6], input_B, hist_BxH, pos)
+            rest, match = (cache[5], w), (pred, bucket)
+        logits_BxV = self._mix(logits_BxV, counts, match)
+        return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB) + rest
 
     def zero_state(self, batch: int):
         tables = tuple(jnp.zeros((self.rows_of(k), V), jnp.float32) for k in self.orders)
-        return self.base.zero_state(batch), tables, jnp.zeros((batch, self.history), jnp.int32)
+        rest = (self._zero_match(batch),) if self.match_min else ()
+        return (self.base.zero_state(batch), tables, jnp.zeros((batch, self.history), jnp.int32)) + rest
 
     def init_cache(self, state: Any, batch: int):
-        base_state, tables, hist = state
+        base_state, tables, hist = state[:3]
         k = len(self.orders)
+        rest = (state[3], self._match_window(state[3])) if self.match_min else ()
         return (self.base.init_cache(base_state, batch), tables, hist,
-                jnp.zeros((self.seq_len, batch, k), jnp.int32), jnp.full((self.seq_len, batch), V, jnp.int32))
+                jnp.zeros((self.seq_len, batch, k), jnp.int32), jnp.full((self.seq_len, batch), V, jnp.int32)) + rest
 
     def next_state(self, cache: Any, state: Any):
-        base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache
-        valid = (tgt_TxB < V).astype(jnp.float32)  # the stream's first input is BOS, not data
-        tgt = self._bytes(tgt_TxB)
-        tables = tuple(t.at[rows_TxBxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
-        return self.base.next_state(base_cache, state[0]), tables, hist_BxH
+        base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache[:5]
+        tables = self._count(tables, rows_TxBxK, tgt_TxB)  # the stream's first input is BOS, not data
+        rest = (self._match_commit(cache[5], cache[6]),) if self.match_min else ()
+        return (self.base.next_state(base_cache, state[0]), tables, hist_BxH) + rest
