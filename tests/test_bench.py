@@ -90,7 +90,8 @@ def test_per_position_counts_take_in_each_byte_before_the_next_position():
 def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
     """The training forward replays the coder's per-position updates: its logits are the coding
     path's (to float rounding), its carried state (counts, match model) is the coding path's
-    exactly, and on a repeating text the match model predicts the byte that comes next."""
+    exactly, and the match model predicts the byte that comes next in a repeat, also of what
+    another stream coded (one table for all streams)."""
     import jax
     import jax.numpy as jnp
 
@@ -101,11 +102,12 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4)
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
-    x = jnp.array([list(unit), list(unit[::-1])], jnp.int32)  # B x T
+    windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
+               jnp.array([list(unit), list(unit)], jnp.int32)]        # stream 1 now repeats stream 0
     state = model.zero_state(B)
-    params = model.init(jax.random.PRNGKey(0), x, state)
+    params = model.init(jax.random.PRNGKey(0), windows[0], state)
     params = jax.tree_util.tree_map(lambda p: p + 0.5, params)  # a gate and match weights that do something
-    for window in range(2):
+    for x in windows:
         logits_f, state_f = model.apply(params, x, state, method="forward")
         cache = model.apply(params, state, B, method="init_cache")
         rows = []
@@ -117,11 +119,10 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
         for a, b in zip(jax.tree_util.tree_leaves(state_f[1:]), jax.tree_util.tree_leaves(state_c[1:])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         state = state_c
-    buf, _, n, ptr, ln = state[3]
-    assert list(np.asarray(n)) == [2 * T, 2 * T] and (np.asarray(ln) > 0).all()
-    # Both streams are inside a repeat: the predicted byte is the one a third copy would start with.
-    pred = np.asarray(buf)[np.arange(B), np.asarray(ptr) % buf.shape[1]]
-    assert bytes(pred.tolist()) == bytes([unit[0], unit[::-1][0]])
+    buf, _, n, src, at, ln = (np.asarray(a) for a in state[3])
+    assert list(n) == [2 * T, 2 * T] and (ln > 0).all()
+    # Both streams are inside a repeat of stream 0's first window: the next byte starts a third copy.
+    assert list(src) == [0, 0] and bytes(buf[src, at % buf.shape[1]].tolist()) == bytes([unit[0], unit[0]])
 
 
 @pytest.mark.slow  # suite budget (~80 s on 2 cores); the table/provenance logic is tested by the baselines-only test

@@ -26,9 +26,9 @@ within the window, the coder adds to the gathered row the window's own pairs wit
 context (kept in the small buffers the window mode records anyway), and the training forward
 adds the same pairs with one masked comparison, so both see identical counts.
 
-``match_min > 0`` adds a match model (as in lpaq/paq8): per stream, a ring buffer of the
-stream's bytes and a hash table from the last ``match_min`` bytes to the position that followed
-their last occurrence. While the bytes after that occurrence keep repeating, it predicts the
+``match_min > 0`` adds a match model (as in lpaq/paq8): a ring buffer of each stream's bytes
+and one hash table, for all streams, from the last ``match_min`` bytes to the stream and
+position that followed their last occurrence in any stream. While the bytes after that occurrence keep repeating, it predicts the
 byte that followed; a learned weight per match length (capped) adds to that byte's logit. Its
 state is carried like the counts, a deterministic function of the coded bytes, so the decoder
 rebuilds it exactly; as for the counts, buffer and table take in a window's bytes after it, and
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 V = 256  # byte alphabet; the base model's BOS input (256) is read as byte 0 here
 MATCH_LOG2_BUF = 20   # bytes of history per stream the match model can point into (ring buffer)
-MATCH_LOG2_ROWS = 18  # per-stream hash table of last occurrences
+MATCH_LOG2_ROWS = 22  # one hash table of last occurrences for all streams
 MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned weight (0: none)
 
 
@@ -139,20 +139,23 @@ class NGramMix(nn.Module):
         return jnp.where(x >= V, 0, x)
 
     # ------------------------------------------------------------------ match model
-    # Carried state: (buf_BxN uint8 ring of the stream's bytes, tab_BxR int32 context hash ->
-    # position that followed it (0: none), n_B bytes seen, ptr_B position of the predicted byte,
-    # len_B current match length (0: none)). Within a window the coder also keeps the window's
-    # bytes, its insertions (hash, value) and n at the window's start: ``_match_window``.
+    # Carried state: (buf_BxN uint8, each stream's bytes in a ring; tab_R int32, one table for
+    # all streams: context hash -> where the byte that followed it is, packed as p * B + b + 1
+    # (0: none); n_B bytes each stream has seen; src_B, at_B: stream and position of the
+    # predicted byte; len_B current match length (0: none)). One table for all streams lets a
+    # stream continue a repeat of what any stream coded before (the decoder has those bytes
+    # too); within a window the coder also keeps the window's bytes and insertions
+    # (``_match_window``), read before the carried arrays.
 
     def _zero_match(self, batch: int):
         z = jnp.zeros((batch,), jnp.int32)
-        return (jnp.zeros((batch, 2 ** MATCH_LOG2_BUF), jnp.uint8), jnp.zeros((batch, 2 ** MATCH_LOG2_ROWS), jnp.int32),
-                z, z, z)
+        return (jnp.zeros((batch, 2 ** MATCH_LOG2_BUF), jnp.uint8), jnp.zeros((2 ** MATCH_LOG2_ROWS,), jnp.int32),
+                z, z, z, z)
 
     def _match_window(self, m):
-        buf, tab, n, ptr, ln = m
+        _, _, n, src, at, ln = m
         B, T = n.shape[0], self.seq_len
-        return (n, ptr, ln, n, jnp.zeros((B, T), jnp.int32), jnp.full((B, T), -1, jnp.int32),
+        return (n, src, at, ln, n, jnp.zeros((B, T), jnp.int32), jnp.full((B, T), -1, jnp.int32),
                 jnp.zeros((B, T), jnp.int32))
 
     def _match_hash(self, ctx_BxH):
@@ -164,55 +167,64 @@ class NGramMix(nn.Module):
         return (h >> jnp.uint32(32 - MATCH_LOG2_ROWS)).astype(jnp.int32)
 
     def _match_step(self, buf, tab, w, x_B, ctx_BxH, pos):
-        """Feeds the coded byte ``x_B`` (``ctx_BxH`` already ends with it) at window position
+        """Feeds the coded bytes ``x_B`` (``ctx_BxH`` already ends with them) at window position
         ``pos`` to the match model, reading the carried ``buf``/``tab`` and updating only the
         window's small buffers ``w``; returns them, the predicted next byte and its length
         bucket (0: no prediction)."""
-        n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
+        n, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
         B, N = buf.shape
         T = self.seq_len
         b = jnp.arange(B)
-
-        def byte_at(p):  # the stream's byte number p (< n): this window's, or the ring's
-            return jnp.where(p >= n0, wbytes_BxT[b, jnp.clip(p - n0, 0, T - 1)], buf[b, p % N].astype(jnp.int32))
-
         valid = x_B < V  # a stream's first input is BOS: nothing to feed
         xb = self._bytes(x_B)
-        hit = (ln > 0) & (byte_at(ptr) == xb)
+        slot = jnp.clip(n - n0, 0, T - 1)
+        wbytes_BxT = wbytes_BxT.at[b, slot].set(jnp.where(valid, xb, wbytes_BxT[b, slot]))
+        n_new = n + valid.astype(jnp.int32)  # every stream's byte of this position is now known
+
+        def byte_at(s, p):  # byte p of stream s: from this window's bytes or from the ring
+            n0s = n0[s]
+            return jnp.where(p >= n0s, wbytes_BxT[s, jnp.clip(p - n0s, 0, T - 1)], buf[s, p % N].astype(jnp.int32))
+
+        hit = (ln > 0) & (byte_at(src, at) == xb)
         ln_new = jnp.where(hit, ln + 1, 0)
-        ptr_new = ptr + 1
-        wbytes_BxT = wbytes_BxT.at[b, jnp.clip(n - n0, 0, T - 1)].set(jnp.where(valid, xb, wbytes_BxT[b, jnp.clip(n - n0, 0, T - 1)]))
-        n_new = n + 1
+        at_new = at + 1
         h = self._match_hash(ctx_BxH)
-        earlier = (whash_BxT == h[:, None]) & (jnp.arange(T)[None] < pos)
-        # Values grow with the position, so the latest insertion of this hash is the largest.
-        in_window = jnp.max(jnp.where(earlier, wval_BxT, 0), axis=1)
-        cand = jnp.where(in_window > 0, in_window, tab[b, h])
+        # The latest earlier insertion of h in this window, over all streams: position, then stream.
+        prio_BxT = jnp.arange(T)[None, :] * B + b[:, None]
+        earlier_Bx_BT = ((whash_BxT.reshape(-1)[None, :] == h[:, None])
+                         & (jnp.broadcast_to(jnp.arange(T)[None, :], (B, T)).reshape(-1)[None, :] < pos))
+        best = jnp.argmax(jnp.where(earlier_Bx_BT, prio_BxT.reshape(-1)[None, :], -1), axis=1)
+        cand = jnp.where(earlier_Bx_BT.any(1), wval_BxT.reshape(-1)[best], tab[h])
         found = (ln_new == 0) & (cand > 0)
-        ptr_new = jnp.where(found, cand, ptr_new)
+        src_new = jnp.where(found, (cand - 1) % B, src)
+        at_new = jnp.where(found, (cand - 1) // B, at_new)
         ln_new = jnp.where(found, 1, ln_new)
         whash_BxT = whash_BxT.at[:, pos].set(jnp.where(valid, h, -1))
-        wval_BxT = wval_BxT.at[:, pos].set(n_new)
-        n, ptr, ln = (jnp.where(valid, new, old) for new, old in ((n_new, n), (ptr_new, ptr), (ln_new, ln)))
-        pred = byte_at(ptr)
-        bucket = jnp.where((ln > 0) & (n - ptr <= N), jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
-        return (n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, bucket
+        wval_BxT = wval_BxT.at[:, pos].set(n_new * B + b + 1)
+        src, at, ln = (jnp.where(valid, new, old) for new, old in ((src_new, src), (at_new, at), (ln_new, ln)))
+        # A byte not yet coded (or already out of the ring) cannot be predicted: the match ends.
+        ln = jnp.where((at < n_new[src]) & (n0[src] - at <= N), ln, 0)
+        pred = byte_at(src, at)
+        bucket = jnp.where(ln > 0, jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
+        return (n_new, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, bucket
 
     def _match_commit(self, m, w):
-        """The carried state after a window: its bytes into the ring, its last insertion of each
-        hash into the table (an earlier duplicate is dropped, so no scatter order matters)."""
-        buf, tab, _, _, _ = m
-        n, ptr, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
+        """The carried state after a window: its bytes into the rings, the last insertion of
+        each hash (by position, then stream) into the table; the others are dropped, so no
+        scatter order matters."""
+        buf, tab = m[0], m[1]
+        n, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT = w
         B, N = buf.shape
-        T, R = self.seq_len, tab.shape[1]
+        T, R = self.seq_len, tab.shape[0]
         j = jnp.arange(T)[None]
-        b = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
-        at = jnp.where(j < (n - n0)[:, None], (n0[:, None] + j) % N, N)  # N: out of range, dropped
-        buf = buf.at[b, at].set(wbytes_BxT.astype(jnp.uint8), mode="drop")
-        later = ((whash_BxT[:, :, None] == whash_BxT[:, None, :]) & (j[:, :, None] < j[:, None, :])).any(-1)
-        row = jnp.where((whash_BxT >= 0) & ~later, whash_BxT, R)
-        tab = tab.at[b, row].set(wval_BxT, mode="drop")
-        return buf, tab, n, ptr, ln
+        rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+        where = jnp.where(j < (n - n0)[:, None], (n0[:, None] + j) % N, N)  # N: out of range, dropped
+        buf = buf.at[rows, where].set(wbytes_BxT.astype(jnp.uint8), mode="drop")
+        h, v = whash_BxT.reshape(-1), wval_BxT.reshape(-1)
+        prio = (j * B + rows).reshape(-1)
+        later = ((h[:, None] == h[None, :]) & (prio[:, None] < prio[None, :])).any(1)
+        tab = tab.at[jnp.where((h >= 0) & ~later, h, R)].set(v, mode="drop")
+        return buf, tab, n, src, at, ln
 
     def _match_replay(self, inputs_BxT, hist_BxH, m):
         """The coder's per-position match steps over a window, for the training forward."""
