@@ -167,7 +167,7 @@ def test_coded_length_is_quantised_ideal_plus_a_few_bits():
     prec = ramp(valid)
     out = [np.asarray(a) for a in dr.encode_tables(jnp.asarray(p), jnp.asarray(sym, jnp.int32), jnp.asarray(valid),
                                                     jnp.asarray(prec))]
-    freq, buf, n = out[0], out[3], out[4]
+    freq, n = out[0], out[4]
     ideal_B = quantised_bits(freq, sym, prec).sum(0)
     assert (2.0 <= ideal_B / n_pos).all() and (ideal_B / n_pos <= 3.0).all()
     over_B = 8 * n - ideal_B
