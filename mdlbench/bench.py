@@ -301,11 +301,14 @@ def command(args) -> int:
 
 
 def method_label(cfg: Config) -> str:
-    """The model and coding shape of a row, e.g. ``prequential transformer d64x2 B16xT32 u1``."""
+    """The model and coding shape of a row, e.g. ``prequential transformer d64x2 B16xT32 u1`` or
+    ``prequential lstm d256x1 + ngram123456pos + match12 B32xT128 u2`` (counts per position)."""
     m = cfg.model
     label = f"{cfg.code.name} {m.family} d{m.d_model}x{m.n_layers}"
     if m.ngram_orders:
         label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
+        label += "pos" if m.ngram_update == "position" else ""
+        label += f" + match{m.match_min}" if m.match_min else ""
     if m.context:
         label += f" mem{m.context}"
     return label + f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"

@@ -446,8 +446,13 @@ class Program:
         tx = make_optimizer(cfg.optim)
         self.model, self.tx = model, tx
 
-        def loss_fn(params, state, inputs_BxT, targets_BxT, mask_BxT):
-            logits_BxTxV, next_state = model.apply(params, inputs_BxT, state, method="forward")
+        # A module may have a parameter-free part of its training forward (n-gram counts, the
+        # match model): computed once per batch, not at each of the updates.
+        prepares = hasattr(model, "prepare")
+
+        def loss_fn(params, state, inputs_BxT, targets_BxT, mask_BxT, prepared):
+            extra = (prepared,) if prepares else ()
+            logits_BxTxV, next_state = model.apply(params, inputs_BxT, state, *extra, method="forward")
             logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32))
             nll_BxT = -jnp.take_along_axis(logp, targets_BxT[..., None], -1)[..., 0]
             return (nll_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1.0), next_state
@@ -476,8 +481,9 @@ class Program:
             inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
             grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
             loss0 = state0 = None
+            prepared = model.apply(params, inputs_BxT, state, method="prepare") if prepares else None
             for _ in range(cfg.optim.updates_per_batch):
-                (loss, next_state), grads = grad_fn(params, state, inputs_BxT, x_BxT, mask_BxT)
+                (loss, next_state), grads = grad_fn(params, state, inputs_BxT, x_BxT, mask_BxT, prepared)
                 if loss0 is None:
                     loss0, state0 = loss, next_state
                 updates, opt_state = tx.update(grads, opt_state, params)

@@ -5,6 +5,9 @@ Every module offers the same small protocol, used by ``mdlbench.codes.prequentia
   * ``forward(inputs_BxT, state) -> (logits_BxTxV, next_state)``: the same, also returning the
     state after the window as the training path computes it (the training-loss estimate
     ``code.name=estimate`` carries it; coders never do);
+  * optionally ``prepare(inputs_BxT, state)``: the parameter-free part of the training forward,
+    which the trainer then computes once per batch and passes as ``forward``'s third argument
+    (the n-gram experts' counts and match model);
   * ``decode(input_B, cache, pos) -> (logits_BxV, cache)``: one coding position;
   * ``zero_state(B)``, ``init_cache(state, B)``, ``next_state(cache, state)``: the state
     carried from window to window ((h, c) for the LSTM; the keys/values of the last

@@ -28,8 +28,9 @@ adds the same pairs with one masked comparison, so both see identical counts.
 
 ``match_min > 0`` adds a match model (as in lpaq/paq8): a ring buffer of each stream's bytes
 and one hash table, for all streams, from the last ``match_min`` bytes to the stream and
-position that followed their last occurrence in any stream. While the bytes after that occurrence keep repeating, it predicts the
-byte that followed; a learned weight per match length (capped) adds to that byte's logit. Its
+position that followed their last occurrence in any stream. While the bytes after that
+occurrence keep repeating, it predicts the byte that followed; a learned weight per match
+length (capped) adds to that byte's logit. Its
 state is carried like the counts, a deterministic function of the coded bytes, so the decoder
 rebuilds it exactly; as for the counts, buffer and table take in a window's bytes after it, and
 positions inside the window look up the window's own bytes and insertions first.
@@ -118,7 +119,7 @@ class NGramMix(nn.Module):
     def _count(tables, rows_NxK, tgt_N):
         """Adds the pairs (row, target) to the tables; BOS targets (>= V) count nothing."""
         valid = (tgt_N < V).astype(jnp.float32)
-        tgt = jnp.where(tgt_N >= V, 0, tgt_N)
+        tgt = NGramMix._bytes(tgt_N)
         return tuple(t.at[rows_NxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
 
     def _mix(self, base_logits, counts_NxKxV, match=None):
@@ -242,16 +243,15 @@ class NGramMix(nn.Module):
 
     # ------------------------------------------------------------------ the model protocol
 
-    def forward(self, inputs_BxT, state: Any):
-        """Training forward; also returns the state after the window, with the counts (and the
-        match model) updated exactly as the coding path updates them (same pairs, same lag)."""
-        base_state, tables, hist_BxH = state[:3]
-        tables = jax.lax.stop_gradient(tables)
+    def prepare(self, inputs_BxT, state: Any):
+        """The parameter-free part of the training forward: the counts every position sees, the
+        match model's predictions and the carried state after the window (counts and match
+        model updated exactly as the coding path updates them: same pairs, same lag). The
+        trainer computes it once per batch; recomputing it at every update doubled its cost."""
+        tables, hist_BxH = state[1:3]
         seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)  # B x (H+T)
         H, T = self.history, inputs_BxT.shape[1]
-        ctx_BxTxH = jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1)
-        base_logits, base_next = self.base.forward(inputs_BxT, base_state)
-        query_BxTxK = self._rows(ctx_BxTxH)
+        query_BxTxK = self._rows(jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1))
         counts = self._gather(tables, query_BxTxK)
         # The pair counted at position t is (the H bytes before input t, input t).
         pair_BxTxK = self._rows(jnp.stack([seq[:, t: t + H] for t in range(T)], 1))
@@ -263,13 +263,19 @@ class NGramMix(nn.Module):
             extra = jnp.einsum("btsk,bsv->btkv", (same_BxTxSxK & seen_BxTxS[..., None]).astype(jnp.float32),
                                onehot_BxSxV)
             counts = counts + extra
-        new_tables = self._count(tables, jnp.swapaxes(pair_BxTxK, 0, 1), inputs_BxT.T)
-        match, rest = None, ()
+        carried = (self._count(tables, jnp.swapaxes(pair_BxTxK, 0, 1), inputs_BxT.T), seq[:, -H:])
+        match = None
         if self.match_min:
-            m, match = jax.lax.stop_gradient(self._match_replay(inputs_BxT, hist_BxH, state[3]))
-            rest = (m,)
-        logits = self._mix(base_logits, counts, match)
-        return logits, (base_next, new_tables, seq[:, -H:]) + rest
+            m, match = self._match_replay(inputs_BxT, hist_BxH, state[3])
+            carried = carried + (m,)
+        return jax.lax.stop_gradient((counts, match, carried))
+
+    def forward(self, inputs_BxT, state: Any, prepared: Any = None):
+        """Training forward; also returns the state after the window. ``prepared`` is
+        :meth:`prepare`'s result for these arguments (computed here when not given)."""
+        counts, match, carried = self.prepare(inputs_BxT, state) if prepared is None else prepared
+        base_logits, base_next = self.base.forward(inputs_BxT, state[0])
+        return self._mix(base_logits, counts, match), (base_next,) + carried
 
     def __call__(self, inputs_BxT, state: Any):
         return self.forward(inputs_BxT, state)[0]
@@ -283,9 +289,14 @@ class NGramMix(nn.Module):
         query_BxK = self._rows(hist_BxH)
         counts = self._gather(tables, query_BxK)
         if self.per_position:
-            # Pairs not yet recorded have target BOS (V) and a zero one-hot: they add nothing.
-            same_TxBxK = (rows_TxBxK == query_BxK[None]).astype(jnp.float32)
-            counts = counts + jnp.einsum("tbk,tbv->bkv", same_TxBxK, jax.nn.one_hot(tgt_TxB, V, dtype=jnp.float32))
+            # The window's recorded pairs with this context, added into a B x K x V block by one
+            # scatter (sums of 1.0: exact in any order); pairs not yet recorded have target BOS.
+            B, K = query_BxK.shape
+            same_TxBxK = (rows_TxBxK == query_BxK[None]) & (tgt_TxB < V)[..., None]
+            at_TxBxK = (jnp.arange(B)[:, None] * K + jnp.arange(K)[None, :]) * V + self._bytes(tgt_TxB)[..., None]
+            extra = jnp.zeros((B * K * V,), jnp.float32).at[at_TxBxK.reshape(-1)].add(
+                same_TxBxK.reshape(-1).astype(jnp.float32))
+            counts = counts + extra.reshape(B, K, V)
         rest, match = (), None
         if self.match_min:
             buf, tab = cache[5][0], cache[5][1]
