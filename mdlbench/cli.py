@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("mdlbench.analysis.plots", "scaling-law and prequential figures from a collected table"),
     "estimate": ("mdlbench.analysis.estimates", "Rae-style compression estimate from a loss curve or a run"),
     "bench": ("mdlbench.bench", "neural coder vs classic compressors on one data set: P1-P4 into results/tables/bench.csv"),
+    "provenance": ("mdlbench.provenance", "check that every committed result names its command and commit and is what that commit's code gives (--today: also list what today's code would change)"),
     "baselines": ("mdlbench.baselines", "classic compressors (gzip, bzip2, xz, zstd, brotli, PPMd) on the same bytes"),
 }
 

@@ -24,9 +24,14 @@ The convention (one for tables, figures and summaries alike): whoever writes a f
   with the command, commit and date of the write that made that row.
 
 ``tests/test_results.py`` runs the checks on ``results/``: :func:`check_file` (a sidecar naming
-command and commit, the content hash matching, one entry per keyed row) and :func:`check_current`
-(each recorded ``config_sha256`` / ``program_bits`` equal to what today's code computes for the
-recorded config, :func:`expected`). No JAX is imported here.
+command and commit, the content hash matching, one entry per keyed row) and :func:`check_recorded`
+(each recorded ``config_sha256`` / ``program_bits`` / ``source_sha256`` equal to what the code *of
+the recorded commit* computes for the recorded config: the numbers are tied to a commit anyone can
+check out and re-run the recorded command on). A result made from uncommitted code cannot be tied
+to any commit and is refused. Whether a result is also what *today's* code would give is a
+separate question, answered by :func:`check_current` and ``mdlbench provenance --today``: a
+result from an older commit is not wrong, it is labelled with that commit, and READMEs quoting it
+say which. No JAX is imported here.
 """
 
 from __future__ import annotations
@@ -35,13 +40,19 @@ import csv
 import datetime
 import functools
 import hashlib
+import io
 import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import argparse
 
 SCHEMA = "mdlbench.provenance/1"
 SUFFIX = ".provenance.json"
@@ -377,6 +388,105 @@ def check_current(path: str | os.PathLike, cache: dict[Any, dict[str, Any]] | No
     return problems
 
 
+# Run inside an export of one commit's ``mdlbench/`` (the working directory): that commit's own
+# :func:`expected` for each recorded (kind, config), read as JSON from stdin.
+_AT_COMMIT = r"""
+import json, os, sys
+sys.path.insert(0, os.getcwd())
+import mdlbench
+assert os.path.dirname(os.path.abspath(mdlbench.__file__)) == os.path.join(os.getcwd(), "mdlbench"), mdlbench.__file__
+from mdlbench import provenance
+out = []
+for kind, config in json.load(sys.stdin):
+    try:
+        got = provenance.expected(kind, config)
+        try:
+            from mdlbench.coding import program
+            got["source_sha256"] = program.measure(kind).source_sha256
+        except Exception:
+            pass
+        out.append(got)
+    except Exception as err:
+        out.append({"error": f"the code of that commit refuses the recorded config ({type(err).__name__}: {err})"})
+print(json.dumps(out))
+"""
+
+
+def _expected_at(commit: str, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]] | str:
+    """What the code of ``commit`` computes for each (kind, config), or one line saying why it cannot.
+
+    The commit's ``mdlbench/`` is exported from this checkout's git history into a temporary
+    directory and asked in a subprocess, so today's modules never mix with that commit's."""
+    repo = Path(REPO_ROOT)
+    if _git(repo, "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        return f"commit {commit[:12]} is not in this checkout's history (a shallow clone?): cannot check"
+    with tempfile.TemporaryDirectory(prefix="mdlbench-at-commit-") as tmp:
+        try:
+            tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "mdlbench"],
+                                 capture_output=True, check=True, timeout=120).stdout
+            with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+                tf.extractall(tmp, filter="data")
+            proc = subprocess.run([sys.executable, "-c", _AT_COMMIT], input=json.dumps(items), cwd=tmp,
+                                  capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError, tarfile.TarError) as err:
+            return f"cannot export commit {commit[:12]} ({type(err).__name__}: {err})"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"the code of commit {commit[:12]} failed to recompute its results ({last})"
+    return json.loads(proc.stdout)
+
+
+def check_recorded(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Problems where a recorded coded result is not what the code of its recorded commit gives.
+
+    Each entry with a ``kind`` and a ``config`` must name a commit, must not come from a dirty
+    checkout (uncommitted code: no commit can reproduce it), and its ``config_sha256``,
+    ``program_bits`` and ``source_sha256`` must equal what that commit's code computes for the
+    recorded config (one subprocess per distinct commit, on an export of its ``mdlbench/``).
+
+    Args:
+      paths: files under ``results/`` (not sidecars); files without provenance have nothing to check.
+
+    Returns:
+      One line per problem, each starting with the path.
+    """
+    problems: list[str] = []
+    todo: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path in map(Path, paths):
+        for e in (read(path) or {}).get("results") or []:
+            if not isinstance(e, dict) or e.get("kind") is None or not isinstance(e.get("config"), dict):
+                continue
+            if e.get("dirty") is not False:
+                problems.append(f"{_where(path, e)}: made from uncommitted code (dirty checkout), so no commit "
+                                "reproduces it: regenerate it with its command on a clean checkout")
+            elif not isinstance(e.get("commit"), str):
+                problems.append(f"{_where(path, e)}: names no commit")
+            else:
+                todo.setdefault(e["commit"], []).append((path, e))
+    for commit, entries in sorted(todo.items()):
+        unique = sorted({(e["kind"], json.dumps(e["config"], sort_keys=True)) for _, e in entries})
+        got = _expected_at(commit, [(k, json.loads(c)) for k, c in unique])
+        if isinstance(got, str):
+            problems += [f"{_where(path, e)}: {got}" for path, e in entries]
+            continue
+        by_config = dict(zip(unique, got))
+        for path, e in entries:
+            want = by_config[(e["kind"], json.dumps(e["config"], sort_keys=True))]
+            if "error" in want:
+                problems.append(f"{_where(path, e)}: {want['error']}")
+                continue
+            for field in ("config_sha256", "program_bits", "source_sha256"):
+                if want.get(field) is None:
+                    continue
+                if field not in e:
+                    if field != "source_sha256":  # older tables did not copy the source hash
+                        problems.append(f"{_where(path, e)}: coded result of kind {e['kind']} records no {field}")
+                elif e[field] != want[field]:
+                    problems.append(f"{_where(path, e)}: recorded {field} {e[field]} but the code of its commit "
+                                    f"{commit[:12]} gives {want[field]}: it was not made by that commit's code")
+    return problems
+
+
 def committed_files(root: str | os.PathLike) -> list[Path]:
     """The files under ``root`` that git would commit (ignored ones, e.g. ``results/runs/``, left out),
     sidecars excluded; every non-hidden file outside ``runs/`` when git cannot tell."""
@@ -406,13 +516,43 @@ def orphan_sidecars(root: str | os.PathLike) -> list[Path]:
     return out
 
 
-def check_tree(root: str | os.PathLike, *, recompute: bool = True) -> list[str]:
-    """Problems of every committed file under ``root`` (:func:`check_file`, and with ``recompute``
-    :func:`check_current`) and its orphan sidecars."""
+def check_tree(root: str | os.PathLike, *, recompute: bool = True, today: bool = False) -> list[str]:
+    """Problems of every committed file under ``root`` and its orphan sidecars.
+
+    Args:
+      root: a ``results/`` directory.
+      recompute: also check each coded result against the code of its recorded commit
+        (:func:`check_recorded`).
+      today: also report results that today's code would record differently (:func:`check_current`):
+        not errors, but what a re-run of their command would change.
+    """
     cache: dict[Any, dict[str, Any]] = {}
     problems = [f"{p}: provenance of a file that no longer exists" for p in orphan_sidecars(root)]
-    for path in committed_files(root):
+    files = committed_files(root)
+    for path in files:
         problems += check_file(path)
-        if recompute:
+        if today:
             problems += check_current(path, cache)
+    if recompute:
+        problems += check_recorded(files)
     return problems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``mdlbench provenance``'s arguments."""
+    parser.add_argument("root", nargs="?", default=str(REPO_ROOT / "results"),
+                        help="the results directory to check (default: this checkout's results/)")
+    parser.add_argument("--today", action="store_true",
+                        help="also list the results whose command, re-run on today's code, would record "
+                             "other program bits or config hashes (stale, not wrong)")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Checks every committed result's provenance; prints one line per problem, then a summary line."""
+    problems = check_tree(args.root, today=args.today)
+    for line in problems:
+        print(line)
+    n = len(committed_files(args.root))
+    print(f"{n} files under {args.root}: " + (f"{len(problems)} problems" if problems else
+          "every file names its command and commit, and every coded result is what its commit's code gives"))
+    return 1 if problems else 0

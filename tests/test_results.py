@@ -32,12 +32,53 @@ def test_every_committed_results_file_has_provenance_naming_its_command_and_comm
                          "recorded command):\n" + "\n".join(problems)
 
 
-def test_recorded_program_bits_and_config_hashes_match_todays_code():
-    cache: dict = {}
-    problems = []
-    for path in provenance.committed_files(RESULTS):
-        problems += provenance.check_current(path, cache)
-    assert not problems, "stale committed results:\n" + "\n".join(problems)
+def test_recorded_program_bits_and_config_hashes_are_what_their_commits_code_gives():
+    problems = provenance.check_recorded(provenance.committed_files(RESULTS))
+    assert not problems, "committed results that their recorded commit does not reproduce:\n" + "\n".join(problems)
+
+
+def test_check_at_the_recorded_commit_catches_wrong_numbers_dirty_code_and_unknown_commits(tmp_path):
+    head = provenance.git_state()["commit"]
+    if head is None:
+        pytest.skip("not a git checkout: no commit to check against")
+    from mdlbench import config as config_lib
+
+    config = config_lib.program_dict(config_lib.Config())
+    (want,) = provenance._expected_at(head, [(provenance.PREQUENTIAL, config)])
+    assert want["program_bits"] > 0 and len(want["config_sha256"]) == 64 and len(want["source_sha256"]) == 64
+    f = tmp_path / "summary.json"
+    f.write_text("{}")
+
+    def record(**changes):
+        entry = provenance.result(kind=provenance.PREQUENTIAL, config=config, **want)
+        entry.update({"commit": head, "dirty": False, **changes})
+        provenance.write(f, results=[entry])
+        return provenance.check_recorded([f])
+
+    assert record() == []
+    (wrong,) = record(program_bits=want["program_bits"] + 8)
+    assert f"recorded program_bits {want['program_bits'] + 8} but the code of its commit {head[:12]} gives " \
+           f"{want['program_bits']}" in wrong
+    (wrong,) = record(source_sha256="0" * 64)
+    assert "recorded source_sha256 000" in wrong
+    (dirty,) = record(dirty=True)
+    assert "uncommitted code" in dirty
+    (unknown,) = record(commit="0" * 40)
+    assert "not in this checkout's history" in unknown
+
+
+def test_provenance_command_reports_in_one_line_per_problem(tmp_path, capsys):
+    from mdlbench import cli
+
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "bare.csv").write_text("k\n")
+    assert cli.main(["provenance", str(res)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{res / 'bare.csv'}: no provenance (bare.csv.provenance.json missing or unreadable)"
+    assert out[-1] == f"1 files under {res}: 1 problems"
+    provenance.write(res / "bare.csv")
+    assert cli.main(["provenance", str(res)]) == 0
 
 
 # --------------------------------------------------------------------------- the writer
