@@ -309,6 +309,9 @@ def method_label(cfg: Config) -> str:
         label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
         label += "pos" if m.ngram_update == "position" else ""
         label += f" + match{m.match_min}" if m.match_min else ""
+        label += f" + word{m.ngram_word}" if m.ngram_word else ""
+        label += "bi" if m.ngram_word_bigram else ""
+        label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
     if m.context:
         label += f" mem{m.context}"
     return label + f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"

@@ -42,6 +42,15 @@ class ModelConfig:
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
         experts (predicts the byte that followed their last occurrence); 0 for none.
+      ngram_word: a word expert: counts indexed by the current word (its trailing ASCII letters,
+        case-folded, at most this many) or by the last byte outside words; 0 for none.
+      ngram_word_bigram: with ``ngram_word``, a second word expert indexed by the current word and
+        the complete word before it (both within the last ``ngram_word`` bytes).
+      ngram_online_lr: learning rate of the online mixer: a correction to each expert's mixing
+        weight, updated at every coded byte by a gradient step on that byte's log loss (carried
+        state, like the counts, not a parameter); 0 for none.
+      ngram_online_sets: which weight set of the online mixer a position uses: ``one`` (a single
+        set) or ``byte`` (one set per previous byte).
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -63,6 +72,10 @@ class ModelConfig:
     ngram_log2_rows: int = 16
     ngram_update: str = "window"
     match_min: int = 0
+    ngram_word: int = 0
+    ngram_word_bigram: bool = False
+    ngram_online_lr: float = 0.0
+    ngram_online_sets: str = "byte"
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -361,6 +374,16 @@ def validate(cfg: Config) -> None:
     if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):
         raise ConfigError(f"model.match_min must be 0 (no match model) or in 4..32 with model.ngram_orders set, "
                           f"got {cfg.model.match_min} with ngram_orders={orders}")
+    if cfg.model.ngram_word and (not orders or not 2 <= cfg.model.ngram_word <= 32):
+        raise ConfigError(f"model.ngram_word must be 0 (no word expert) or in 2..32 with model.ngram_orders set, "
+                          f"got {cfg.model.ngram_word} with ngram_orders={orders}")
+    if cfg.model.ngram_word_bigram and not cfg.model.ngram_word:
+        raise ConfigError("model.ngram_word_bigram needs model.ngram_word > 0 (the bytes it looks back over)")
+    if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):
+        raise ConfigError(f"model.ngram_online_lr must be >= 0 (0: no online mixer), and > 0 only with "
+                          f"model.ngram_orders set, got {cfg.model.ngram_online_lr} with ngram_orders={orders}")
+    if cfg.model.ngram_online_sets not in ("one", "byte"):
+        raise ConfigError(f"model.ngram_online_sets must be 'one' or 'byte', got {cfg.model.ngram_online_sets!r}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")

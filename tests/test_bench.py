@@ -86,12 +86,33 @@ def test_per_position_counts_take_in_each_byte_before_the_next_position():
     assert p[2].argmax() == ord("b") and p[3].argmax() == ord("a") and np.allclose(p[0], 1 / 256)
 
 
-@pytest.mark.parametrize("update", ["window", "position"])
-def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
+def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=12, ngram_word=8), 8)
+    ctx = [b"the  cat", b"   a Cat", b"x.y, CAT", b"ollocat", b"xx  dogs", b"ab\ndogs"]
+    rows = [int(r) for r in model._word_row(jnp.array([list(c.rjust(8)) for c in ctx], jnp.int32))]
+    assert rows[0] == rows[1] == rows[2]  # "cat" after "the ", "a " or anything else, in any case
+    assert rows[3] != rows[0]  # "ollocat" is another word
+    assert rows[4] == rows[5]
+    outside = [int(r) for r in model._word_row(jnp.array([list(b"the cat "), list(b"a big  .")], jnp.int32))]
+    assert outside[0] != outside[1]  # outside a word: the last byte (space vs '.') picks the row
+    pairs = [b"the  cat", b"x, The Cat", b"a  cat", b"the cat ", b"THE. CAT "]
+    bi = [int(r) for r in model._word_row(jnp.array([list(c[-8:].rjust(8)) for c in pairs], jnp.int32), bigram=True)]
+    assert bi[0] == bi[1] != bi[2]  # "the cat" whatever comes before or the case; "a cat" is another pair
+    assert bi[3] == bi[4] != bi[0]  # after the word: the pair and the separator that followed it
+
+
+@pytest.mark.parametrize("update,online_lr", [("window", 0.0), ("position", 0.0), ("position", 0.05)])
+def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr):
     """The training forward replays the coder's per-position updates: its logits are the coding
-    path's (to float rounding), its carried state (counts, match model) is the coding path's
-    exactly, and the match model predicts the byte that comes next in a repeat, also of what
-    another stream coded (one table for all streams)."""
+    path's (to float rounding), its carried state (counts, word counts, match model) is the coding
+    path's exactly (the online mixer's weights to float rounding: they are sums of float gradients),
+    and the match model predicts the byte that comes next in a repeat, also of what another
+    stream coded (one table for all streams)."""
     import jax
     import jax.numpy as jnp
 
@@ -99,7 +120,8 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
     from mdlbench.config import ModelConfig
 
     B, T = 2, 24
-    cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4)
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
+                      ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0)
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
@@ -116,9 +138,16 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update):
             rows.append(logits_t)
         np.testing.assert_allclose(np.asarray(logits_f), np.stack(rows, 1), rtol=1e-5, atol=1e-5)
         state_c = model.next_state(cache, state)
-        for a, b in zip(jax.tree_util.tree_leaves(state_f[1:]), jax.tree_util.tree_leaves(state_c[1:])):
+        exact = 4 if online_lr else len(state_c)  # the online mixer's state is last
+        for a, b in zip(jax.tree_util.tree_leaves(state_f[1:exact]), jax.tree_util.tree_leaves(state_c[1:exact])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree_util.tree_leaves(state_f[exact:]), jax.tree_util.tree_leaves(state_c[exact:])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
         state = state_c
+    if online_lr:
+        u = np.asarray(state[4][0])
+        assert np.abs(u).max() > 0 and np.isfinite(u).all()  # the mixer moved at the coded bytes' contexts
+        assert np.count_nonzero(np.abs(u).sum(1)) <= len(set(unit) | set(unit[::-1]))  # one set per previous byte
     buf, _, n, src, at, ln = (np.asarray(a) for a in state[3])
     assert list(n) == [2 * T, 2 * T] and (ln > 0).all()
     # Both streams are inside a repeat of stream 0's first window: the next byte starts a third copy.

@@ -38,14 +38,16 @@ def test_recorded_program_bits_and_config_hashes_are_what_their_commits_code_giv
 
 
 def test_check_at_the_recorded_commit_catches_wrong_numbers_dirty_code_and_unknown_commits(tmp_path):
-    head = provenance.git_state()["commit"]
-    if head is None:
-        pytest.skip("not a git checkout: no commit to check against")
-    from mdlbench import config as config_lib
-
-    config = config_lib.program_dict(config_lib.Config())
+    if provenance.git_state()["commit"] is None:
+        pytest.skip("not a git checkout: no history to check against")
+    # A real recorded result (its config as that commit's code wrote it; the working tree's
+    # config schema may have moved on since).
+    recorded = next(e for path in provenance.committed_files(RESULTS) for e in (provenance.read(path) or {})
+                    .get("results") or [] if e.get("kind") == provenance.PREQUENTIAL and e.get("dirty") is False)
+    head, config = recorded["commit"], recorded["config"]
     (want,) = provenance._expected_at(head, [(provenance.PREQUENTIAL, config)])
     assert want["program_bits"] > 0 and len(want["config_sha256"]) == 64 and len(want["source_sha256"]) == 64
+    assert want["program_bits"] == recorded["program_bits"]
     f = tmp_path / "summary.json"
     f.write_text("{}")
 

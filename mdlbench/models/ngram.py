@@ -34,6 +34,21 @@ length (capped) adds to that byte's logit. Its
 state is carried like the counts, a deterministic function of the coded bytes, so the decoder
 rebuilds it exactly; as for the counts, buffer and table take in a window's bytes after it, and
 positions inside the window look up the window's own bytes and insertions first.
+
+``word > 0`` adds a word expert (as lpaq's word model): one more count table, hashed, indexed by
+the current word, i.e. the trailing ASCII letters of the context (case-folded, at most ``word``
+of them), or by the last byte where the context does not end in a letter; ``word_bigram`` adds
+a table indexed by the current word and the complete word before it. Text repeats words
+far more reliably than it repeats fixed-length byte strings across word boundaries.
+
+``online_lr > 0`` adds an online mixer (as paq's mixers learn): each expert's weight gets a
+correction ``u[s, f]`` from a weight set ``s`` chosen by the previous byte (or a single set), and
+after every coded byte all streams' gradients of that byte's log loss under the full mixture
+step ``u`` at once (``u += lr * sum_b grad_b``, a one-hot product, so no float sum depends on a
+scatter order). The trained gate moves only twice per batch of B*T bytes; ``u`` moves at every
+position, so the mixture adapts within a window. ``u`` and the pending gradient of the last
+position are carried state, rebuilt by the decoder; the training forward replays the same
+updates (a scan over the window) so that the base model learns under the mixture that codes.
 """
 
 from __future__ import annotations
@@ -72,9 +87,13 @@ class NGramMix(nn.Module):
     alpha: float = 0.05
     update: str = "window"
     match_min: int = 0
+    word: int = 0
+    word_bigram: bool = False
+    online_lr: float = 0.0
+    online_sets: str = "byte"
 
     def setup(self):
-        k = len(self.orders)
+        k = self.n_tables
         # Starts as "trust every order a little"; the evidence features then learn when to lean.
         self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
         if self.match_min:
@@ -83,7 +102,11 @@ class NGramMix(nn.Module):
 
     @property
     def history(self) -> int:
-        return max(max(self.orders), self.match_min)
+        return max(max(self.orders), self.match_min, self.word)
+
+    @property
+    def n_tables(self) -> int:
+        return len(self.orders) + (1 if self.word else 0) + (1 if self.word_bigram else 0)
 
     @property
     def per_position(self) -> bool:
@@ -109,7 +132,44 @@ class NGramMix(nn.Module):
                     h = h ^ (h >> jnp.uint32(13))
                 idx = h >> jnp.uint32(32 - self.log2_rows)
             out.append(idx.astype(jnp.int32))
+        if self.word:
+            out.append(self._word_row(ctx_NxH))
+        if self.word_bigram:
+            out.append(self._word_row(ctx_NxH, bigram=True))
         return jnp.stack(out, -1)  # ..., K
+
+    def _word_row(self, ctx_NxH, bigram: bool = False):
+        """Row of the word expert: a hash of the trailing letters (case-folded), else of the last
+        byte; with ``bigram``, of the word before them too (the last complete word).
+
+        Each letter is hashed with its rank inside its word and the hashes are summed (mod 2**32):
+        no chain of dependent steps (a chain of selects over the context made XLA's compile time
+        explode) and the same value wherever the word sits in the context."""
+        L = self.word
+        c = ctx_NxH[..., self.history - L:].astype(jnp.uint32)
+        low = c | jnp.uint32(0x20)
+        letter = (low >= jnp.uint32(ord("a"))) & (low <= jnp.uint32(ord("z")))
+        start = letter & ~jnp.concatenate([jnp.zeros_like(letter[..., :1]), letter[..., :-1]], -1)
+        # Word starts after each position: 0 inside the last word (or on its trailing separators).
+        after = jnp.flip(jnp.cumsum(jnp.flip(start.astype(jnp.int32), -1), -1), -1) - start.astype(jnp.int32)
+        ends_in_word = letter[..., L - 1:]
+        current = letter & ends_in_word & (after == 0)
+        previous = letter & (after == jnp.where(ends_in_word, 1, 0))
+
+        def word_hash(mask, salt):
+            rank = (jnp.cumsum(mask.astype(jnp.uint32), -1) - jnp.uint32(1)) * jnp.uint32(0x85EBCA77)
+            v = (low + jnp.uint32(salt)) * jnp.uint32(0x9E3779B1) ^ rank
+            v = (v ^ (v >> jnp.uint32(15))) * jnp.uint32(0x2C1B3C6D)
+            v = v ^ (v >> jnp.uint32(12))
+            return jnp.where(mask, v, jnp.uint32(0)).sum(-1, dtype=jnp.uint32)
+
+        h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
+                                              (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
+        if bigram:
+            h = h + word_hash(previous, 0x3C6EF372)
+        h = (h ^ (h >> jnp.uint32(16))) * jnp.uint32(0x7FEB352D)
+        h = (h ^ (h >> jnp.uint32(15))) * jnp.uint32(0x846CA68B)
+        return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
 
     @staticmethod
     def _gather(tables, rows_NxK):
@@ -122,18 +182,82 @@ class NGramMix(nn.Module):
         tgt = NGramMix._bytes(tgt_N)
         return tuple(t.at[rows_NxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
 
-    def _mix(self, base_logits, counts_NxKxV, match=None):
+    def _gate(self, counts_NxKxV):
+        """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
         counts = counts_NxKxV
         total = counts.sum(-1)
         logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
-        w = self.mix(evidence)  # ..., K
+        return logp, self.mix(evidence)
+
+    def _experts(self, counts_NxKxV, match=None):
+        """Each expert's feature over the alphabet and its trained weight: ``(x_NxFxV, w_NxF)``,
+        F = K count experts (log-probabilities) + 1 for the match model (a one-hot bonus)."""
+        logp, w = self._gate(counts_NxKxV)
+        if not self.match_min:
+            return logp, w
+        pred_N, bucket_N = match
+        boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
+        hot = jax.nn.one_hot(pred_N, V, dtype=jnp.float32) * (bucket_N > 0)[..., None]
+        return jnp.concatenate([logp, hot[..., None, :]], -2), jnp.concatenate([w, boost_N[..., None]], -1)
+
+    def _mix(self, base_logits, counts_NxKxV, match=None):
+        """The mixture without the online mixer (the arithmetic of the levers before it, unchanged)."""
+        logp, w = self._gate(counts_NxKxV)
         logits = base_logits.astype(jnp.float32) + jnp.einsum("...k,...kv->...v", w, logp)
         if self.match_min:
             pred_N, bucket_N = match
             boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
             logits = logits + boost_N[..., None] * jax.nn.one_hot(pred_N, V, dtype=jnp.float32)
         return logits
+
+    # ------------------------------------------------------------------ online mixer
+    # Carried state: (u_SxF, the weight corrections; pending: the last position's features
+    # x_BxFxV, their expectation e_BxF under its mixture, and its weight set s_B), applied when
+    # the byte that position predicted arrives as the next input.
+
+    @property
+    def n_features(self) -> int:
+        return self.n_tables + (1 if self.match_min else 0)
+
+    @property
+    def n_sets(self) -> int:
+        return V if self.online_sets == "byte" else 1
+
+    def _zero_online(self, batch: int):
+        F = self.n_features
+        return (jnp.zeros((self.n_sets, F), jnp.float32), jnp.zeros((batch, F, V), jnp.float32),
+                jnp.zeros((batch, F), jnp.float32), jnp.zeros((batch,), jnp.int32))
+
+    def _online_learn(self, online, input_B):
+        """``u`` after the gradient step of the pending position, whose target is ``input_B``."""
+        u, x_BxFxV, e_BxF, s_B = online
+        valid = (input_B < V).astype(jnp.float32)
+        got_BxF = jnp.take_along_axis(x_BxFxV, self._bytes(input_B)[:, None, None], -1)[..., 0]
+        g_BxF = (got_BxF - e_BxF) * valid[:, None]  # d log p(target) / d weight
+        hot_BxS = jax.nn.one_hot(s_B, self.n_sets, dtype=jnp.float32)
+        return u + self.online_lr * jnp.einsum("bs,bf->sf", hot_BxS, g_BxF,
+                                               precision=jax.lax.Precision.HIGHEST)
+
+    def _online_mix(self, u, base_BxV, x_BxFxV, w_BxF, input_B):
+        """One position's logits under the online mixer and the pending state it leaves."""
+        s_B = self._bytes(input_B) if self.online_sets == "byte" else jnp.zeros_like(input_B)
+        logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF + u[s_B], x_BxFxV)
+        p_BxV = jax.nn.softmax(jax.lax.stop_gradient(logits_BxV), -1)
+        e_BxF = jnp.einsum("bv,bfv->bf", p_BxV, jax.lax.stop_gradient(x_BxFxV))
+        return logits_BxV, (jax.lax.stop_gradient(x_BxFxV), e_BxF, s_B)
+
+    def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
+        """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
+        def one(carry, t_in):
+            base_BxV, x_BxFxV, w_BxF, input_B = t_in
+            u = jax.lax.stop_gradient(self._online_learn(carry, input_B))
+            logits_BxV, pending = self._online_mix(u, base_BxV, x_BxFxV, w_BxF, input_B)
+            return (u,) + pending, logits_BxV
+
+        xs = tuple(jnp.swapaxes(a, 0, 1) for a in (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT))
+        online, logits_TxBxV = jax.lax.scan(one, online, xs)
+        return jnp.swapaxes(logits_TxBxV, 0, 1), jax.lax.stop_gradient(online)
 
     @staticmethod
     def _bytes(x):
@@ -275,7 +399,11 @@ class NGramMix(nn.Module):
         :meth:`prepare`'s result for these arguments (computed here when not given)."""
         counts, match, carried = self.prepare(inputs_BxT, state) if prepared is None else prepared
         base_logits, base_next = self.base.forward(inputs_BxT, state[0])
-        return self._mix(base_logits, counts, match), (base_next,) + carried
+        if not self.online_lr:
+            return self._mix(base_logits, counts, match), (base_next,) + carried
+        x, w = self._experts(counts, match)
+        logits, online = self._online_forward(base_logits, x, w, inputs_BxT, state[-1])
+        return logits, (base_next,) + carried + (online,)
 
     def __call__(self, inputs_BxT, state: Any):
         return self.forward(inputs_BxT, state)[0]
@@ -302,18 +430,28 @@ class NGramMix(nn.Module):
             buf, tab = cache[5][0], cache[5][1]
             w, pred, bucket = self._match_step(buf, tab, cache[6], input_B, hist_BxH, pos)
             rest, match = (cache[5], w), (pred, bucket)
-        logits_BxV = self._mix(logits_BxV, counts, match)
+        if not self.online_lr:
+            logits_BxV = self._mix(logits_BxV, counts, match)
+        else:
+            u = self._online_learn(cache[-1], input_B)
+            x, w = self._experts(counts, match)
+            logits_BxV, pending = self._online_mix(u, logits_BxV, x, w, input_B)
+            rest = rest + ((u,) + pending,)
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB) + rest
 
     def zero_state(self, batch: int):
         tables = tuple(jnp.zeros((self.rows_of(k), V), jnp.float32) for k in self.orders)
+        tables += tuple(jnp.zeros((2 ** self.log2_rows, V), jnp.float32)
+                        for _ in range(self.n_tables - len(self.orders)))  # the word experts
         rest = (self._zero_match(batch),) if self.match_min else ()
+        rest += (self._zero_online(batch),) if self.online_lr else ()
         return (self.base.zero_state(batch), tables, jnp.zeros((batch, self.history), jnp.int32)) + rest
 
     def init_cache(self, state: Any, batch: int):
         base_state, tables, hist = state[:3]
-        k = len(self.orders)
+        k = self.n_tables
         rest = (state[3], self._match_window(state[3])) if self.match_min else ()
+        rest += (state[-1],) if self.online_lr else ()
         return (self.base.init_cache(base_state, batch), tables, hist,
                 jnp.zeros((self.seq_len, batch, k), jnp.int32), jnp.full((self.seq_len, batch), V, jnp.int32)) + rest
 
@@ -321,4 +459,5 @@ class NGramMix(nn.Module):
         base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache[:5]
         tables = self._count(tables, rows_TxBxK, tgt_TxB)  # the stream's first input is BOS, not data
         rest = (self._match_commit(cache[5], cache[6]),) if self.match_min else ()
+        rest += (cache[-1],) if self.online_lr else ()
         return (self.base.next_state(base_cache, state[0]), tables, hist_BxH) + rest
