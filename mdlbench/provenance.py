@@ -425,7 +425,8 @@ def _expected_at(commit: str, items: list[tuple[str, dict[str, Any]]]) -> list[d
             tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "mdlbench"],
                                  capture_output=True, check=True, timeout=120).stdout
             with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
-                tf.extractall(tmp, filter="data")
+                # The "data" filter (no absolute paths or links out) exists from Python 3.11.4 on.
+                tf.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
             proc = subprocess.run([sys.executable, "-c", _AT_COMMIT], input=json.dumps(items), cwd=tmp,
                                   capture_output=True, text=True, timeout=600)
         except (OSError, subprocess.SubprocessError, tarfile.TarError) as err:
