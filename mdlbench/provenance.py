@@ -549,11 +549,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    """Checks every committed result's provenance; prints one line per problem, then a summary line."""
-    problems = check_tree(args.root, today=args.today)
+    """Checks every committed result's provenance; prints one line per problem (and, with
+    ``--today``, one per dated result), then a summary line. Exits 1 on a problem only."""
+    problems = check_tree(args.root)
     for line in problems:
         print(line)
-    n = len(committed_files(args.root))
-    print(f"{n} files under {args.root}: " + (f"{len(problems)} problems" if problems else
-          "every file names its command and commit, and every coded result is what its commit's code gives"))
+    files = committed_files(args.root)
+    dated: list[str] = []
+    if args.today:
+        cache: dict[Any, dict[str, Any]] = {}
+        for path in files:
+            dated += check_current(path, cache)
+        for line in dated:
+            print(f"dated: {line}")
+    summary = (f"{len(problems)} problems" if problems else
+               "every file names its command and commit, and every coded result is what its commit's code gives")
+    if args.today:
+        summary += f"; {len(dated)} recorded values that a re-run on today's code would change"
+    print(f"{len(files)} files under {args.root}: {summary}")
     return 1 if problems else 0

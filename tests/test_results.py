@@ -81,6 +81,9 @@ def test_provenance_command_reports_in_one_line_per_problem(tmp_path, capsys):
     assert out[-1] == f"1 files under {res}: 1 problems"
     provenance.write(res / "bare.csv")
     assert cli.main(["provenance", str(res)]) == 0
+    capsys.readouterr()
+    assert cli.main(["provenance", str(res), "--today"]) == 0  # dated results are listed, not failed
+    assert capsys.readouterr().out.splitlines()[-1].endswith("0 recorded values that a re-run on today's code would change")
 
 
 # --------------------------------------------------------------------------- the writer
