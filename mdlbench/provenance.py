@@ -377,15 +377,24 @@ def check_current(path: str | os.PathLike, cache: dict[Any, dict[str, Any]] | No
         if "error" in got:
             problems.append(f"{_where(path, e)}: {got['error']}")
             continue
-        for field in ("config_sha256", "program_bits"):
-            if got[field] is None:
-                continue
-            if field not in e:
-                problems.append(f"{_where(path, e)}: coded result of kind {kind} records no {field}")
-            elif e[field] != got[field]:
-                problems.append(f"{_where(path, e)}: recorded {field} {e[field]} but today's code gives "
-                                f"{got[field]} for the recorded config: regenerate it with its command")
+        problems += _mismatches(path, e, got, "today's code", "for the recorded config: regenerate it with its command")
     return problems
+
+
+def _mismatches(path: Path, entry: dict[str, Any], want: dict[str, Any], by: str, then: str) -> list[str]:
+    """One line per recorded ``config_sha256`` / ``program_bits`` / ``source_sha256`` of ``entry``
+    that is missing or differs from ``want`` (what ``by`` computes); fields ``want`` lacks are not
+    asked, and a missing ``source_sha256`` is allowed (older tables did not copy it)."""
+    out = []
+    for field in ("config_sha256", "program_bits", "source_sha256"):
+        if want.get(field) is None:
+            continue
+        if field not in entry:
+            if field != "source_sha256":
+                out.append(f"{_where(path, entry)}: coded result of kind {entry['kind']} records no {field}")
+        elif entry[field] != want[field]:
+            out.append(f"{_where(path, entry)}: recorded {field} {entry[field]} but {by} gives {want[field]} {then}")
+    return out
 
 
 # Run inside an export of one commit's ``mdlbench/`` (the working directory): that commit's own
@@ -399,13 +408,8 @@ from mdlbench import provenance
 out = []
 for kind, config in json.load(sys.stdin):
     try:
-        got = provenance.expected(kind, config)
-        try:
-            from mdlbench.coding import program
-            got["source_sha256"] = program.measure(kind).source_sha256
-        except Exception:
-            pass
-        out.append(got)
+        from mdlbench.coding import program
+        out.append({**provenance.expected(kind, config), "source_sha256": program.measure(kind).source_sha256})
     except Exception as err:
         out.append({"error": f"the code of that commit refuses the recorded config ({type(err).__name__}: {err})"})
 print(json.dumps(out))
@@ -476,15 +480,8 @@ def check_recorded(paths: Iterable[str | os.PathLike]) -> list[str]:
             if "error" in want:
                 problems.append(f"{_where(path, e)}: {want['error']}")
                 continue
-            for field in ("config_sha256", "program_bits", "source_sha256"):
-                if want.get(field) is None:
-                    continue
-                if field not in e:
-                    if field != "source_sha256":  # older tables did not copy the source hash
-                        problems.append(f"{_where(path, e)}: coded result of kind {e['kind']} records no {field}")
-                elif e[field] != want[field]:
-                    problems.append(f"{_where(path, e)}: recorded {field} {e[field]} but the code of its commit "
-                                    f"{commit[:12]} gives {want[field]}: it was not made by that commit's code")
+            problems += _mismatches(path, e, want, f"the code of its commit {commit[:12]}",
+                                    "for the recorded config: it was not made by that commit's code")
     return problems
 
 
@@ -517,23 +514,14 @@ def orphan_sidecars(root: str | os.PathLike) -> list[Path]:
     return out
 
 
-def check_tree(root: str | os.PathLike, *, recompute: bool = True, today: bool = False) -> list[str]:
-    """Problems of every committed file under ``root`` and its orphan sidecars.
-
-    Args:
-      root: a ``results/`` directory.
-      recompute: also check each coded result against the code of its recorded commit
-        (:func:`check_recorded`).
-      today: also report results that today's code would record differently (:func:`check_current`):
-        not errors, but what a re-run of their command would change.
-    """
-    cache: dict[Any, dict[str, Any]] = {}
+def check_tree(root: str | os.PathLike, *, recompute: bool = True) -> list[str]:
+    """Problems of every committed file under ``root`` (:func:`check_file`, and with ``recompute``
+    :func:`check_recorded`: each coded result against the code of its recorded commit) and its
+    orphan sidecars."""
     problems = [f"{p}: provenance of a file that no longer exists" for p in orphan_sidecars(root)]
     files = committed_files(root)
     for path in files:
         problems += check_file(path)
-        if today:
-            problems += check_current(path, cache)
     if recompute:
         problems += check_recorded(files)
     return problems

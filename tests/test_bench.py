@@ -92,16 +92,21 @@ def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded
     from mdlbench import models
     from mdlbench.config import ModelConfig
 
-    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=12, ngram_word=8), 8)
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=12, ngram_word=8,
+                                     ngram_word_bigram=True), 8)
+
+    def word_rows(contexts, which):
+        return [int(r) for r in model._word_rows(jnp.array([list(c[-8:].rjust(8)) for c in contexts], jnp.int32))[which]]
+
     ctx = [b"the  cat", b"   a Cat", b"x.y, CAT", b"ollocat", b"xx  dogs", b"ab\ndogs"]
-    rows = [int(r) for r in model._word_row(jnp.array([list(c.rjust(8)) for c in ctx], jnp.int32))]
+    rows = word_rows(ctx, 0)
     assert rows[0] == rows[1] == rows[2]  # "cat" after "the ", "a " or anything else, in any case
     assert rows[3] != rows[0]  # "ollocat" is another word
     assert rows[4] == rows[5]
-    outside = [int(r) for r in model._word_row(jnp.array([list(b"the cat "), list(b"a big  .")], jnp.int32))]
+    outside = word_rows([b"the cat ", b"a big  ."], 0)
     assert outside[0] != outside[1]  # outside a word: the last byte (space vs '.') picks the row
     pairs = [b"the  cat", b"x, The Cat", b"a  cat", b"the cat ", b"THE. CAT "]
-    bi = [int(r) for r in model._word_row(jnp.array([list(c[-8:].rjust(8)) for c in pairs], jnp.int32), bigram=True)]
+    bi = word_rows(pairs, 1)
     assert bi[0] == bi[1] != bi[2]  # "the cat" whatever comes before or the case; "a cat" is another pair
     assert bi[3] == bi[4] != bi[0]  # after the word: the pair and the separator that followed it
 

@@ -32,8 +32,8 @@ def build(cfg: ModelConfig, seq_len: int):
     from mdlbench.models.ngram import NGramMix  # orders and rows are range-checked by config.validate
 
     return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len,
-                    update=cfg.ngram_update, match_min=cfg.match_min, word=cfg.ngram_word, word_bigram=cfg.ngram_word_bigram,
-                    online_lr=cfg.ngram_online_lr,
+                    update=cfg.ngram_update, match_min=cfg.match_min, word=cfg.ngram_word,
+                    word_bigram=cfg.ngram_word_bigram, online_lr=cfg.ngram_online_lr,
                     online_sets=cfg.ngram_online_sets)
 
 

@@ -133,14 +133,13 @@ class NGramMix(nn.Module):
                 idx = h >> jnp.uint32(32 - self.log2_rows)
             out.append(idx.astype(jnp.int32))
         if self.word:
-            out.append(self._word_row(ctx_NxH))
-        if self.word_bigram:
-            out.append(self._word_row(ctx_NxH, bigram=True))
+            out += self._word_rows(ctx_NxH)
         return jnp.stack(out, -1)  # ..., K
 
-    def _word_row(self, ctx_NxH, bigram: bool = False):
-        """Row of the word expert: a hash of the trailing letters (case-folded), else of the last
-        byte; with ``bigram``, of the word before them too (the last complete word).
+    def _word_rows(self, ctx_NxH):
+        """Rows of the word experts: a hash of the trailing letters (case-folded), else of the last
+        byte; with ``word_bigram`` a second row that also hashes the word before them (the last
+        complete word). Both share one pass over the context.
 
         Each letter is hashed with its rank inside its word and the hashes are summed (mod 2**32):
         no chain of dependent steps (a chain of selects over the context made XLA's compile time
@@ -149,9 +148,9 @@ class NGramMix(nn.Module):
         c = ctx_NxH[..., self.history - L:].astype(jnp.uint32)
         low = c | jnp.uint32(0x20)
         letter = (low >= jnp.uint32(ord("a"))) & (low <= jnp.uint32(ord("z")))
-        start = letter & ~jnp.concatenate([jnp.zeros_like(letter[..., :1]), letter[..., :-1]], -1)
+        start = (letter & ~jnp.concatenate([jnp.zeros_like(letter[..., :1]), letter[..., :-1]], -1)).astype(jnp.int32)
         # Word starts after each position: 0 inside the last word (or on its trailing separators).
-        after = jnp.flip(jnp.cumsum(jnp.flip(start.astype(jnp.int32), -1), -1), -1) - start.astype(jnp.int32)
+        after = jnp.flip(jnp.cumsum(jnp.flip(start, -1), -1), -1) - start
         ends_in_word = letter[..., L - 1:]
         current = letter & ends_in_word & (after == 0)
         previous = letter & (after == jnp.where(ends_in_word, 1, 0))
@@ -163,13 +162,14 @@ class NGramMix(nn.Module):
             v = v ^ (v >> jnp.uint32(12))
             return jnp.where(mask, v, jnp.uint32(0)).sum(-1, dtype=jnp.uint32)
 
+        def row(h):
+            h = (h ^ (h >> jnp.uint32(16))) * jnp.uint32(0x7FEB352D)
+            h = (h ^ (h >> jnp.uint32(15))) * jnp.uint32(0x846CA68B)
+            return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
+
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
-        if bigram:
-            h = h + word_hash(previous, 0x3C6EF372)
-        h = (h ^ (h >> jnp.uint32(16))) * jnp.uint32(0x7FEB352D)
-        h = (h ^ (h >> jnp.uint32(15))) * jnp.uint32(0x846CA68B)
-        return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
+        return [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
 
     @staticmethod
     def _gather(tables, rows_NxK):
@@ -190,25 +190,30 @@ class NGramMix(nn.Module):
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
         return logp, self.mix(evidence)
 
+    def _match_bonus(self, match):
+        """The match model's one-hot over the predicted byte (zeros with no prediction) and its
+        learned weight for the match length: ``(hot_NxV, boost_N)``."""
+        pred_N, bucket_N = match
+        boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
+        return jax.nn.one_hot(pred_N, V, dtype=jnp.float32) * (bucket_N > 0)[..., None], boost_N
+
     def _experts(self, counts_NxKxV, match=None):
         """Each expert's feature over the alphabet and its trained weight: ``(x_NxFxV, w_NxF)``,
         F = K count experts (log-probabilities) + 1 for the match model (a one-hot bonus)."""
         logp, w = self._gate(counts_NxKxV)
         if not self.match_min:
             return logp, w
-        pred_N, bucket_N = match
-        boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
-        hot = jax.nn.one_hot(pred_N, V, dtype=jnp.float32) * (bucket_N > 0)[..., None]
+        hot, boost_N = self._match_bonus(match)
         return jnp.concatenate([logp, hot[..., None, :]], -2), jnp.concatenate([w, boost_N[..., None]], -1)
 
     def _mix(self, base_logits, counts_NxKxV, match=None):
-        """The mixture without the online mixer (the arithmetic of the levers before it, unchanged)."""
+        """The mixture without the online mixer (the arithmetic of the levers before it, unchanged:
+        the bonus is 0 wherever the one-hot is masked, so masking changes no value)."""
         logp, w = self._gate(counts_NxKxV)
         logits = base_logits.astype(jnp.float32) + jnp.einsum("...k,...kv->...v", w, logp)
         if self.match_min:
-            pred_N, bucket_N = match
-            boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
-            logits = logits + boost_N[..., None] * jax.nn.one_hot(pred_N, V, dtype=jnp.float32)
+            hot, boost_N = self._match_bonus(match)
+            logits = logits + boost_N[..., None] * hot
         return logits
 
     # ------------------------------------------------------------------ online mixer
@@ -243,9 +248,9 @@ class NGramMix(nn.Module):
         """One position's logits under the online mixer and the pending state it leaves."""
         s_B = self._bytes(input_B) if self.online_sets == "byte" else jnp.zeros_like(input_B)
         logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF + u[s_B], x_BxFxV)
+        x_BxFxV = jax.lax.stop_gradient(x_BxFxV)  # the pending step is data, not part of the loss
         p_BxV = jax.nn.softmax(jax.lax.stop_gradient(logits_BxV), -1)
-        e_BxF = jnp.einsum("bv,bfv->bf", p_BxV, jax.lax.stop_gradient(x_BxFxV))
-        return logits_BxV, (jax.lax.stop_gradient(x_BxFxV), e_BxF, s_B)
+        return logits_BxV, (x_BxFxV, jnp.einsum("bv,bfv->bf", p_BxV, x_BxFxV), s_B)
 
     def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
         """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
