@@ -312,6 +312,7 @@ def method_label(cfg: Config) -> str:
         label += f" + word{m.ngram_word}" if m.ngram_word else ""
         label += "bi" if m.ngram_word_bigram else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
+        label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
     if m.context:
         label += f" mem{m.context}"
     return label + f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"

@@ -57,6 +57,11 @@ from mdlbench.config import Config
 from mdlbench.errors import ContainerError, DecodeError, EnvironmentMismatch
 
 LN2 = math.log(2.0)
+# Parameters, optimiser state and carried model state are handed to each compiled step and not
+# used again: donating them lets XLA update them in place. Without it every step allocated fresh
+# buffers for the n-gram tables (hundreds of MB), and the kernel's zeroing of their new pages
+# took a third of the CPU time. Donation changes buffer assignment, not arithmetic.
+DONATED = (0, 1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,6 +454,9 @@ class Program:
         # A module may have a parameter-free part of its training forward (n-gram counts, the
         # match model): computed once per batch, not at each of the updates.
         prepares = hasattr(model, "prepare")
+        # A module whose carried state holds updates still to be applied (the n-gram counts of
+        # the last window) settles them at the start of every compiled step (see NGramMix.settle).
+        settle = model.settle if hasattr(model, "settle") else (lambda state: state)
 
         def loss_fn(params, state, inputs_BxT, targets_BxT, mask_BxT, prepared):
             extra = (prepared,) if prepares else ()
@@ -491,15 +499,18 @@ class Program:
             return params, opt_state, loss0, state0
 
         def plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+            """The updates of one step from a settled ``state``."""
             params, opt_state, loss0, _ = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, loss0
 
         def estimate(params, opt_state, state, prev_B, x_BxT, mask_BxT):
             """Standard training that carries the state forward: the training-loss estimate."""
+            state = settle(state)
             params, opt_state, loss0, next_state = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, next_state, x_BxT[:, -1], loss0
 
         def step(params, opt_state, state, prev_B, step_idx, mask_BxT):
+            state = settle(state)
             x_BxT, ideal_bits, last_B, next_state = code(params, state, prev_B, step_idx, mask_BxT)
             params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
             return params, opt_state, next_state, last_B, ideal_bits, loss0
@@ -565,6 +576,7 @@ class Program:
             return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state), start_TxB.T, f_TxB.T, tuple(words_K)
 
         def step_device(params, opt_state, state, prev_B, mask_BxT, *coder_inputs):
+            state = settle(state)
             x_BxT, ideal_bits, last_B, next_state, start_BxT, f_BxT, words_B = code_device(
                 params, state, prev_B, mask_BxT, *coder_inputs)
             params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
@@ -577,10 +589,10 @@ class Program:
                 raise config_lib.ConfigError("code.coder=device needs code.devices=1 for now")
             # One fused program per step for both sides: coding scan with the coder inside, then
             # the training update. No callback anywhere.
-            self._step = jax.jit(step_device)
+            self._step = jax.jit(step_device, donate_argnums=DONATED)
         elif n_dev == 1:
             # One fused program per step: coding scan, then the training update.
-            self._step = jax.jit(step)
+            self._step = jax.jit(step, donate_argnums=DONATED)
         else:
             # Data-parallel: the ordered coding callback runs on the first device; the update
             # splits the streams over n_dev devices with a fixed sharding (the gradient
@@ -600,7 +612,10 @@ class Program:
                               out_shardings=(rep, rep, rep))
             state_sharding = rep  # carried model state stays replicated (small)
 
+            settle_j = jax.jit(settle)
+
             def two_programs(params, opt_state, state, prev_B, step_idx, mask_BxT):
+                state = settle_j(state)
                 on_first = lambda tree: jax.device_put(tree, first)
                 x_BxT, ideal_bits, last_B, next_state = code_j(on_first(params), on_first(state),
                                                                 on_first(prev_B), step_idx, on_first(mask_BxT))
@@ -612,8 +627,10 @@ class Program:
             self._step = two_programs
             self._place = lambda carry: jax.device_put(carry, rep)
         # The optimiser updates alone, for the "plain training" a coder's cost is compared with.
-        self._train_only = jax.jit(plain_train)
-        self._estimate = jax.jit(estimate)
+        # (plain training returns no carried state, so only parameters and optimiser state are donated)
+        self._train_only = jax.jit(lambda params, opt_state, state, *rest: plain_train(
+            params, opt_state, settle(state), *rest), donate_argnums=DONATED[:2])
+        self._estimate = jax.jit(estimate, donate_argnums=DONATED)
         self._init = lambda: model.init(jax.random.PRNGKey(cfg.seed), jnp.zeros((B, T), jnp.int32),
                                         model.zero_state(B))
         self._jnp = jnp

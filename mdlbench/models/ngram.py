@@ -271,16 +271,18 @@ class NGramMix(nn.Module):
     # ------------------------------------------------------------------ match model
     # Carried state: (buf_BxN uint8, each stream's bytes in a ring; tab_R int32, one table for
     # all streams: context hash -> where the byte that followed it is, packed as p * B + b + 1
-    # (0: none); n_B bytes each stream has seen; src_B, at_B: stream and position of the
-    # predicted byte; len_B current match length (0: none)). One table for all streams lets a
-    # stream continue a repeat of what any stream coded before (the decoder has those bytes
-    # too); within a window the coder also keeps the window's bytes and insertions
-    # (``_match_window``), read before the carried arrays.
+    # (0: none); the window record of ``_match_window``: n_B bytes each stream has seen; src_B,
+    # at_B: stream and position of the predicted byte; len_B current match length (0: none); and
+    # the last window's bytes and insertions, committed to buf/tab by ``settle``). One table for
+    # all streams lets a stream continue a repeat of what any stream coded before (the decoder
+    # has those bytes too); within a window the coder reads the window's own bytes and
+    # insertions before the carried arrays.
 
     def _zero_match(self, batch: int):
         z = jnp.zeros((batch,), jnp.int32)
-        return (jnp.zeros((batch, 2 ** MATCH_LOG2_BUF), jnp.uint8), jnp.zeros((2 ** MATCH_LOG2_ROWS,), jnp.int32),
-                z, z, z, z)
+        m = (jnp.zeros((batch, 2 ** MATCH_LOG2_BUF), jnp.uint8), jnp.zeros((2 ** MATCH_LOG2_ROWS,), jnp.int32),
+             z, z, z, z)
+        return m[0], m[1], self._match_window(m)
 
     def _match_window(self, m):
         _, _, n, src, at, ln = m
@@ -367,8 +369,8 @@ class NGramMix(nn.Module):
             w, pred, bucket = self._match_step(buf, tab, w, inputs_BxT[:, t], ctx, t)
             return w, (pred, bucket)
 
-        w, (pred_TxB, bucket_TxB) = jax.lax.scan(one, self._match_window(m), jnp.arange(T))
-        return self._match_commit(m, w), (pred_TxB.T, bucket_TxB.T)
+        w, (pred_TxB, bucket_TxB) = jax.lax.scan(one, m[2], jnp.arange(T))
+        return (buf, tab, w), (pred_TxB.T, bucket_TxB.T)
 
     # ------------------------------------------------------------------ the model protocol
 
@@ -377,7 +379,7 @@ class NGramMix(nn.Module):
         match model's predictions and the carried state after the window (counts and match
         model updated exactly as the coding path updates them: same pairs, same lag). The
         trainer computes it once per batch; recomputing it at every update doubled its cost."""
-        tables, hist_BxH = state[1:3]
+        (tables, _, _), hist_BxH = state[1:3]
         seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)  # B x (H+T)
         H, T = self.history, inputs_BxT.shape[1]
         query_BxTxK = self._rows(jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1))
@@ -392,7 +394,7 @@ class NGramMix(nn.Module):
             extra = jnp.einsum("btsk,bsv->btkv", (same_BxTxSxK & seen_BxTxS[..., None]).astype(jnp.float32),
                                onehot_BxSxV)
             counts = counts + extra
-        carried = (self._count(tables, jnp.swapaxes(pair_BxTxK, 0, 1), inputs_BxT.T), seq[:, -H:])
+        carried = ((tables, jnp.swapaxes(pair_BxTxK, 0, 1), inputs_BxT.T), seq[:, -H:])
         match = None
         if self.match_min:
             m, match = self._match_replay(inputs_BxT, hist_BxH, state[3])
@@ -450,19 +452,42 @@ class NGramMix(nn.Module):
                         for _ in range(self.n_tables - len(self.orders)))  # the word experts
         rest = (self._zero_match(batch),) if self.match_min else ()
         rest += (self._zero_online(batch),) if self.online_lr else ()
-        return (self.base.zero_state(batch), tables, jnp.zeros((batch, self.history), jnp.int32)) + rest
+        return (self.base.zero_state(batch), self._no_pending(tables, batch),
+                jnp.zeros((batch, self.history), jnp.int32)) + rest
+
+    def _no_pending(self, tables, batch: int):
+        """The tables with no window's pairs waiting (targets BOS: they count nothing)."""
+        return (tables, jnp.zeros((self.seq_len, batch, self.n_tables), jnp.int32),
+                jnp.full((self.seq_len, batch), V, jnp.int32))
+
+    def settle(self, state: Any):
+        """The state with the last window's pairs counted and its match-model insertions made.
+
+        ``next_state`` (and the training forward) leave them pending, and the compiled step
+        settles them first, before anything reads the tables: the update is then the only
+        writer of buffers that the step was handed (donated), so XLA adds the pairs in place.
+        Made after the coding scan, which had read the same tables, it made XLA copy every
+        table twice per step (hundreds of MB; more than half the step at 2**18 rows)."""
+        tables, rows_TxBxK, tgt_TxB = state[1]
+        rest = state[3:]
+        if self.match_min:
+            buf, tab, w = rest[0]
+            m = self._match_commit((buf, tab), w)
+            rest = ((m[0], m[1], self._match_window(m)),) + rest[1:]
+        return (state[0], self._no_pending(self._count(tables, rows_TxBxK, tgt_TxB), rows_TxBxK.shape[1]),
+                state[2]) + rest
 
     def init_cache(self, state: Any, batch: int):
-        base_state, tables, hist = state[:3]
+        base_state, (tables, _, _), hist = state[:3]
         k = self.n_tables
-        rest = (state[3], self._match_window(state[3])) if self.match_min else ()
+        rest = (state[3][:2], state[3][2]) if self.match_min else ()
         rest += (state[-1],) if self.online_lr else ()
         return (self.base.init_cache(base_state, batch), tables, hist,
                 jnp.zeros((self.seq_len, batch, k), jnp.int32), jnp.full((self.seq_len, batch), V, jnp.int32)) + rest
 
     def next_state(self, cache: Any, state: Any):
+        """The state after a window: its pairs and match insertions pending (see :meth:`settle`)."""
         base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache[:5]
-        tables = self._count(tables, rows_TxBxK, tgt_TxB)  # the stream's first input is BOS, not data
-        rest = (self._match_commit(cache[5], cache[6]),) if self.match_min else ()
+        rest = ((cache[5][0], cache[5][1], cache[6]),) if self.match_min else ()
         rest += (cache[-1],) if self.online_lr else ()
-        return (self.base.next_state(base_cache, state[0]), tables, hist_BxH) + rest
+        return (self.base.next_state(base_cache, state[0]), (tables, rows_TxBxK, tgt_TxB), hist_BxH) + rest
