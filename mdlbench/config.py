@@ -51,6 +51,13 @@ class ModelConfig:
         state, like the counts, not a parameter); 0 for none.
       ngram_online_sets: which weight set of the online mixer a position uses: ``one`` (a single
         set) or ``byte`` (one set per previous byte).
+      ngram_alpha: additive smoothing of every count expert, p = (n + alpha) / (N + 256 alpha).
+      ngram_estimator: how each count expert turns counts into probabilities: ``additive`` (the
+        formula above) or ``backoff`` (interpolated on the next lower order's estimate with the
+        weight of the context's distinct bytes plus ``ngram_alpha``, as PPM's escapes).
+      ngram_apm_lr: with the online mixer, learning rate of a bias per (previous byte, byte) added
+        to the mixture's logits and stepped at every coded byte (a secondary estimate, as paq's
+        APM stage, in the logit domain); 0 for none.
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -76,6 +83,9 @@ class ModelConfig:
     ngram_word_bigram: bool = False
     ngram_online_lr: float = 0.0
     ngram_online_sets: str = "byte"
+    ngram_alpha: float = 0.05
+    ngram_estimator: str = "additive"
+    ngram_apm_lr: float = 0.0
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -382,6 +392,13 @@ def validate(cfg: Config) -> None:
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):
         raise ConfigError(f"model.ngram_online_lr must be >= 0 (0: no online mixer), and > 0 only with "
                           f"model.ngram_orders set, got {cfg.model.ngram_online_lr} with ngram_orders={orders}")
+    if not cfg.model.ngram_alpha > 0:
+        raise ConfigError(f"model.ngram_alpha must be > 0 (every byte keeps some probability), got {cfg.model.ngram_alpha}")
+    if not cfg.model.ngram_apm_lr >= 0 or (cfg.model.ngram_apm_lr and not cfg.model.ngram_online_lr):
+        raise ConfigError(f"model.ngram_apm_lr must be >= 0 (0: none), and > 0 only with model.ngram_online_lr > 0, "
+                          f"got {cfg.model.ngram_apm_lr}")
+    if cfg.model.ngram_estimator not in ("additive", "backoff"):
+        raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
     if cfg.model.ngram_online_sets not in ("one", "byte"):
         raise ConfigError(f"model.ngram_online_sets must be 'one' or 'byte', got {cfg.model.ngram_online_sets!r}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):

@@ -87,6 +87,34 @@ def test_per_position_counts_take_in_each_byte_before_the_next_position():
     assert p[2].argmax() == ord("b") and p[3].argmax() == ord("a") and np.allclose(p[0], 1 / 256)
 
 
+def test_backoff_estimates_build_each_order_on_the_one_below():
+    """The backoff estimator (Witten-Bell's escapes): every estimate is a
+    distribution; a context never seen predicts exactly what the order below it predicts; a
+    byte seen in a context gains over the order below, the others lose in proportion; the word
+    experts build on order 2; and a context seen often with one byte predicts it far more
+    strongly than additive smoothing does."""
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1, 2, 3], ngram_word=6, ngram_estimator="backoff",
+                                     ngram_alpha=0.5), 8)
+    counts = np.zeros((1, 4, 256), np.float32)
+    counts[0, 0, [5, 6]] = [3, 1]  # order 1 saw bytes 5 and 6
+    counts[0, 2, 5] = 4            # order 3 saw byte 5 four times; order 2's context is new
+    counts[0, 3, 7] = 2            # the word expert saw byte 7 twice
+    c = jnp.asarray(counts)
+    p = np.asarray(model._backoff(c, c.sum(-1)))[0]
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(p[1], p[0])  # unseen context: the order below, exactly
+    assert p[0, 5] > p[0, 6] > p[0, 7] and np.allclose(p[0, 7:], p[0, 7])  # unseen bytes keep the uniform shape
+    assert p[2, 5] > p[1, 5] and np.allclose(p[2, 6] / p[1, 6], p[2, 7] / p[1, 7], rtol=1e-5)
+    assert p[3, 7] > p[1, 7] and np.allclose(p[3, 5] / p[1, 5], p[3, 6] / p[1, 6], rtol=1e-5)  # on order 2
+    additive = (4 + 0.05) / (4 + 256 * 0.05)
+    assert p[2, 5] > 0.8 > additive
+
+
 def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded():
     import jax.numpy as jnp
 
@@ -112,8 +140,11 @@ def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded
     assert bi[3] == bi[4] != bi[0]  # after the word: the pair and the separator that followed it
 
 
-@pytest.mark.parametrize("update,online_lr", [("window", 0.0), ("position", 0.0), ("position", 0.05)])
-def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr):
+@pytest.mark.parametrize("update,online_lr,apm_lr,estimator", [("window", 0.0, 0.0, "additive"),
+                                                                ("position", 0.0, 0.0, "backoff"),
+                                                                ("position", 0.05, 0.0, "additive"),
+                                                                ("position", 0.05, 0.05, "backoff")])
+def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator):
     """The training forward replays the coder's per-position updates: its logits are the coding
     path's (to float rounding), its carried state (counts, word counts, match model) is the coding
     path's exactly (the online mixer's weights to float rounding: they are sums of float gradients),
@@ -127,7 +158,8 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
 
     B, T = 2, 24
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
-                      ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0)
+                      ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
+                      ngram_estimator=estimator)
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
@@ -154,6 +186,11 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
         u = np.asarray(state[4][0])
         assert np.abs(u).max() > 0 and np.isfinite(u).all()  # the mixer moved at the coded bytes' contexts
         assert np.count_nonzero(np.abs(u).sum(1)) <= len(set(unit) | set(unit[::-1]))  # one set per previous byte
+    if apm_lr:
+        bias = np.asarray(state[4][-3])  # previous byte x byte
+        contexts = set(unit) | set(unit[::-1]) | {0}  # a stream's first byte has context BOS, read as 0
+        assert np.isfinite(bias).all() and 0 < np.count_nonzero(np.abs(bias).sum(1)) <= len(contexts)
+        assert all(bias[c].sum() == pytest.approx(0, abs=1e-5) for c in range(256))  # steps of (one-hot - p)
     buf, _, (n, src, at, ln, *_) = jax.tree_util.tree_map(np.asarray, state[3])
     assert list(n) == [2 * T, 2 * T] and (ln > 0).all()
     # Both streams are inside a repeat of stream 0's first window: the next byte starts a third copy.
@@ -238,7 +275,10 @@ def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("override,needle", [("model.ngram_orders=[0,2]", "ngram_orders"),
                                              ("model.ngram_orders=[2,2]", "ngram_orders"),
-                                             ("model.ngram_log2_rows=30", "ngram_log2_rows")])
+                                             ("model.ngram_log2_rows=30", "ngram_log2_rows"),
+                                             ("model.ngram_estimator=ppm", "ngram_estimator"),
+                                             ("model.ngram_apm_lr=-1", "ngram_apm_lr"),
+                                             ("model.ngram_alpha=0", "ngram_alpha")])
 def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, needle):
     r = run_cli("bench", override, cwd=tmp_path)
     assert r.returncode == 2

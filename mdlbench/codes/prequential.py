@@ -449,7 +449,9 @@ class Program:
         self.cfg, self.layout, self.host = cfg, layout, host
         B, T = cfg.code.batch_size, cfg.code.seq_len
         model = models.build(cfg.model, T)
-        tx = make_optimizer(cfg.optim)
+        # The decoder knows the length from the header, so a schedule over the run's updates is
+        # part of the program like everything else.
+        tx = make_optimizer(cfg.optim, layout.steps * cfg.optim.updates_per_batch)
         self.model, self.tx = model, tx
 
         # A module may have a parameter-free part of its training forward (n-gram counts, the

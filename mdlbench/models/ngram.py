@@ -15,9 +15,10 @@ they are carried state, a deterministic function of the bytes already coded, so 
 rebuilds them exactly (float32 sums of 1.0 are exact far beyond any file here) and the
 program that describes them is just the config.
 
-Counts lag the coder slightly: a window is coded with the counts as they stood before it and
-they are updated after it (in ``next_state``), with the pairs whose target byte the coder has
-fed back as an input, i.e. all but the window's last byte, which is counted one window later.
+Counts lag the coder slightly: a window is coded with the counts as they stood before it; its
+pairs whose target byte the coder has fed back as an input (all but the window's last byte,
+which is counted one window later) are left pending in the carried state and added to the
+tables at the start of the next compiled step (``settle``).
 Both sides do exactly this, so the lag costs a little compression and no exactness.
 With ``update="position"`` there is no lag inside a window: each (context, byte) pair counts
 from the position after the byte is fed back. The big tables still change only between windows
@@ -41,6 +42,12 @@ of them), or by the last byte where the context does not end in a letter; ``word
 a table indexed by the current word and the complete word before it. Text repeats words
 far more reliably than it repeats fixed-length byte strings across word boundaries.
 
+``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
+escapes (Witten-Bell): each order's counts sit on top of the next lower order's estimate, which
+gets the weight of the context's distinct bytes (plus ``alpha``). A high-order context seen a
+few times with one byte then predicts it strongly, and the bytes it has not seen keep the lower
+orders' shape instead of a uniform floor.
+
 ``online_lr > 0`` adds an online mixer (as paq's mixers learn): each expert's weight gets a
 correction ``u[s, f]`` from a weight set ``s`` chosen by the previous byte (or a single set), and
 after every coded byte all streams' gradients of that byte's log loss under the full mixture
@@ -49,6 +56,9 @@ scatter order). The trained gate moves only twice per batch of B*T bytes; ``u`` 
 position, so the mixture adapts within a window. ``u`` and the pending gradient of the last
 position are carried state, rebuilt by the decoder; the training forward replays the same
 updates (a scan over the window) so that the base model learns under the mixture that codes.
+``apm_lr > 0`` adds to it a bias per (previous byte, byte) on the mixture's logits, stepped the
+same way by ``apm_lr * (one-hot(byte) - p)``: a secondary estimate after the mixture, as paq's
+APM stage, in the logit domain.
 """
 
 from __future__ import annotations
@@ -91,6 +101,8 @@ class NGramMix(nn.Module):
     word_bigram: bool = False
     online_lr: float = 0.0
     online_sets: str = "byte"
+    estimator: str = "additive"
+    apm_lr: float = 0.0
 
     def setup(self):
         k = self.n_tables
@@ -186,9 +198,32 @@ class NGramMix(nn.Module):
         """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
         counts = counts_NxKxV
         total = counts.sum(-1)
-        logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
+        if self.estimator == "backoff":
+            logp = jnp.log(self._backoff(counts, total))
+        else:
+            logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
         return logp, self.mix(evidence)
+
+    def _backoff(self, counts_NxKxV, total_NxK):
+        """Interpolated estimates (Witten-Bell, as PPM's escapes): each byte order's counts on
+        top of the next lower order's estimate, which gets the weight of the context's distinct
+        bytes plus ``alpha``, p_k(x) = (n_k(x) + (u_k + alpha) p_{k-1}(x)) / (n_k + u_k + alpha),
+        from the uniform distribution below order 1. A context seen a few times with one byte
+        then predicts it strongly, and an unseen byte keeps the lower orders' shape instead of a
+        uniform floor. The word experts build on the estimate of the highest order <= 2."""
+        esc_NxK = (counts_NxKxV > 0).sum(-1).astype(jnp.float32) + self.alpha
+        out, prev, low = [], jnp.full(counts_NxKxV.shape[:-2] + (V,), 1.0 / V, jnp.float32), None
+        for i in range(counts_NxKxV.shape[-2]):
+            if i == len(self.orders):  # the word experts
+                prev = out[low] if low is not None else jnp.full_like(prev, 1.0 / V)
+            e = esc_NxK[..., i, None]
+            p = (counts_NxKxV[..., i, :] + e * prev) / (total_NxK[..., i, None] + e)
+            if i < len(self.orders):
+                prev = p
+                low = i if self.orders[i] <= 2 else low
+            out.append(p)
+        return jnp.stack(out, -2)
 
     def _match_bonus(self, match):
         """The match model's one-hot over the predicted byte (zeros with no prediction) and its
@@ -231,34 +266,55 @@ class NGramMix(nn.Module):
 
     def _zero_online(self, batch: int):
         F = self.n_features
-        return (jnp.zeros((self.n_sets, F), jnp.float32), jnp.zeros((batch, F, V), jnp.float32),
-                jnp.zeros((batch, F), jnp.float32), jnp.zeros((batch,), jnp.int32))
+        out = (jnp.zeros((self.n_sets, F), jnp.float32), jnp.zeros((batch, F, V), jnp.float32),
+               jnp.zeros((batch, F), jnp.float32), jnp.zeros((batch,), jnp.int32))
+        if self.apm_lr:
+            # Context -1: nothing pending (its one-hot row is all zeros, so the first step is none).
+            out += (jnp.zeros((V, V), jnp.float32), jnp.zeros((batch, V), jnp.float32), jnp.full((batch,), -1, jnp.int32))
+        return out
 
     def _online_learn(self, online, input_B):
-        """``u`` after the gradient step of the pending position, whose target is ``input_B``."""
-        u, x_BxFxV, e_BxF, s_B = online
+        """The online state after the gradient step of the pending position, whose target is
+        ``input_B`` (its pending part is left for :meth:`_online_mix` to replace)."""
+        u, x_BxFxV, e_BxF, s_B = online[:4]
         valid = (input_B < V).astype(jnp.float32)
         got_BxF = jnp.take_along_axis(x_BxFxV, self._bytes(input_B)[:, None, None], -1)[..., 0]
         g_BxF = (got_BxF - e_BxF) * valid[:, None]  # d log p(target) / d weight
         hot_BxS = jax.nn.one_hot(s_B, self.n_sets, dtype=jnp.float32)
-        return u + self.online_lr * jnp.einsum("bs,bf->sf", hot_BxS, g_BxF,
-                                               precision=jax.lax.Precision.HIGHEST)
+        u = u + self.online_lr * jnp.einsum("bs,bf->sf", hot_BxS, g_BxF, precision=jax.lax.Precision.HIGHEST)
+        rest = online[4:]
+        if self.apm_lr:
+            b_CxV, p_BxV, ctx_B = rest[-3:]
+            g_BxV = (jax.nn.one_hot(input_B, V, dtype=jnp.float32) - p_BxV) * valid[:, None]  # BOS: no step
+            b_CxV = b_CxV + self.apm_lr * jnp.einsum("bc,bv->cv", jax.nn.one_hot(ctx_B, V, dtype=jnp.float32), g_BxV,
+                                                     precision=jax.lax.Precision.HIGHEST)
+            rest = rest[:-3] + (b_CxV, p_BxV, ctx_B)
+        return (u,) + online[1:4] + rest
 
-    def _online_mix(self, u, base_BxV, x_BxFxV, w_BxF, input_B):
-        """One position's logits under the online mixer and the pending state it leaves."""
+    def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B):
+        """One position's logits under the online mixer and the online state it leaves (this
+        position's step pending)."""
+        u = online[0]
         s_B = self._bytes(input_B) if self.online_sets == "byte" else jnp.zeros_like(input_B)
-        logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF + u[s_B], x_BxFxV)
+        w_BxF = w_BxF + u[s_B]
+        logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF, x_BxFxV)
+        if self.apm_lr:
+            ctx_B = self._bytes(input_B)
+            logits_BxV = logits_BxV + online[-3][ctx_B]  # the order-1 bias after the mixture
         x_BxFxV = jax.lax.stop_gradient(x_BxFxV)  # the pending step is data, not part of the loss
         p_BxV = jax.nn.softmax(jax.lax.stop_gradient(logits_BxV), -1)
-        return logits_BxV, (x_BxFxV, jnp.einsum("bv,bfv->bf", p_BxV, x_BxFxV), s_B)
+        new = (u, x_BxFxV, jnp.einsum("bv,bfv->bf", p_BxV, x_BxFxV), s_B)
+        if self.apm_lr:
+            new += (online[-3], p_BxV, ctx_B)
+        return logits_BxV, new
 
     def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
         """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
         def one(carry, t_in):
             base_BxV, x_BxFxV, w_BxF, input_B = t_in
-            u = jax.lax.stop_gradient(self._online_learn(carry, input_B))
-            logits_BxV, pending = self._online_mix(u, base_BxV, x_BxFxV, w_BxF, input_B)
-            return (u,) + pending, logits_BxV
+            learnt = jax.lax.stop_gradient(self._online_learn(carry, input_B))
+            logits_BxV, new = self._online_mix(learnt, base_BxV, x_BxFxV, w_BxF, input_B)
+            return new, logits_BxV
 
         xs = tuple(jnp.swapaxes(a, 0, 1) for a in (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT))
         online, logits_TxBxV = jax.lax.scan(one, online, xs)
@@ -440,10 +496,10 @@ class NGramMix(nn.Module):
         if not self.online_lr:
             logits_BxV = self._mix(logits_BxV, counts, match)
         else:
-            u = self._online_learn(cache[-1], input_B)
+            learnt = self._online_learn(cache[-1], input_B)
             x, w = self._experts(counts, match)
-            logits_BxV, pending = self._online_mix(u, logits_BxV, x, w, input_B)
-            rest = rest + ((u,) + pending,)
+            logits_BxV, online = self._online_mix(learnt, logits_BxV, x, w, input_B)
+            rest = rest + (online,)
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB) + rest
 
     def zero_state(self, batch: int):
@@ -479,11 +535,10 @@ class NGramMix(nn.Module):
 
     def init_cache(self, state: Any, batch: int):
         base_state, (tables, _, _), hist = state[:3]
-        k = self.n_tables
         rest = (state[3][:2], state[3][2]) if self.match_min else ()
         rest += (state[-1],) if self.online_lr else ()
-        return (self.base.init_cache(base_state, batch), tables, hist,
-                jnp.zeros((self.seq_len, batch, k), jnp.int32), jnp.full((self.seq_len, batch), V, jnp.int32)) + rest
+        _, rows_TxBxK, tgt_TxB = self._no_pending(tables, batch)  # the window's pairs, recorded as it is coded
+        return (self.base.init_cache(base_state, batch), tables, hist, rows_TxBxK, tgt_TxB) + rest
 
     def next_state(self, cache: Any, state: Any):
         """The state after a window: its pairs and match insertions pending (see :meth:`settle`)."""
