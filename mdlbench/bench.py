@@ -31,7 +31,10 @@ With ``code.name=estimate`` (the fast mode) the command measures the fast mode's
 runs the training-loss estimate, then times plain training of the same model on the same windows
 in the same process (both times include their compilation), and upserts one row into ``results/tables/estimate_speed.csv`` (the estimate is
 an ideal length, never a verified code, so it stays out of ``bench.csv``): ``speed_over_plain`` =
-plain-training time / estimate time.
+plain-training time / estimate time. Plain training runs the fast mode's own compiled step
+(:func:`plain_training_s`), so since 2026-12-06 that ratio measures the fast mode's loop around it
+(loss read-back, metrics, checkpoints); the rows before that date timed a step that did not carry
+the model state.
 """
 
 from __future__ import annotations
@@ -78,8 +81,12 @@ def device_label(cfg: Config) -> str:
 def plain_training_s(cfg: Config, data, with_compile: bool = False) -> float:
     """Wall time of the same optimiser updates on the same windows with no coding pass
     (compilation excluded, as it is from the encode time; included with ``with_compile``, as it is
-    in the fast mode's loop time). The carried state is not advanced, so its losses are not the
-    coder's and are not reported."""
+    in the fast mode's loop time). The carried state is advanced as the coder advances it (the
+    training forward's state after each window), so a model whose state is updated in place (the
+    n-gram tables) is timed as the coder runs it: with a state that was never advanced, each step
+    would write a fresh copy of every table (XLA cannot update in place what it was not handed),
+    which at 2**18 rows made plain training slower than coding (P3 0.58-0.70 on the files of
+    2026-12-06). Its losses are not reported."""
     from mdlbench.codes import prequential
 
     layout = prequential.Layout(len(data), cfg.code.batch_size, cfg.code.seq_len)
@@ -87,10 +94,10 @@ def plain_training_s(cfg: Config, data, with_compile: bool = False) -> float:
     carry = prog.initial()
     t0 = time.perf_counter()
     if not with_compile:
-        prog.train_only(prog.initial(), layout.window(data, 0), layout.valid_window(0))  # compile outside the clock
+        prog.estimate_step(prog.initial(), layout.window(data, 0), layout.valid_window(0))  # compile outside the clock
         t0 = time.perf_counter()
     for s in range(layout.steps):
-        carry, _ = prog.train_only(carry, layout.window(data, s), layout.valid_window(s))
+        carry, _ = prog.estimate_step(carry, layout.window(data, s), layout.valid_window(s))
     return time.perf_counter() - t0
 
 
