@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -168,3 +171,31 @@ def test_decode_names_what_it_cannot_decode_in_one_line(tmp_path):
     one_line_error(run_cli("decode", str(tmp_path / "odd.mdl")), "somebody.else", "mdlbench.prequential")
     container.write(tmp_path / "two.mdl", {"kind": "somebody.else", "format": 3}, b"\x00" * 8)
     one_line_error(run_cli("decode", str(tmp_path)), "found 2", "odd.mdl, two.mdl")
+
+
+@pytest.mark.parametrize("environ, want", [
+    ({}, "glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.check=0"}, "glibc.malloc.check=0:glibc.malloc.hugetlb=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, None),  # the user's own choice stays
+    ({"MDLBENCH_HUGE_PAGES": "0"}, None),
+])
+def test_huge_pages_env(environ, want):
+    from mdlbench import cli
+
+    env = cli.huge_pages_env(dict(environ, PATH="/bin"), platform="linux")
+    assert (env and env["GLIBC_TUNABLES"]) == want
+    if env is not None:
+        assert env["PATH"] == "/bin"  # the rest of the environment is kept
+    assert cli.huge_pages_env({}, platform="darwin") is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunable: Linux only")
+def test_console_entry_reruns_itself_once_with_huge_pages():
+    # The tunable only takes effect when a process starts, so the entry point re-executes its own
+    # command line; the second run finds it set and goes on (no loop), with its arguments intact.
+    script = ("import os, sys; from mdlbench import cli; print('start', flush=True); "
+              "cli.reexec_with_huge_pages(); print(os.environ['GLIBC_TUNABLES'], sys.argv[1:])")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MDLBENCH_HUGE_PAGES")}
+    proc = subprocess.run([sys.executable, "-c", script, "a b", "c"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["start", "start", "glibc.malloc.hugetlb=1 ['a b', 'c']"]
