@@ -134,3 +134,31 @@ def test_one_thread_container_decodes_with_all_threads(tmp_path):
 
 # The guard that the program covers everything the decoder imports, for every model family
 # and every container kind, is in tests/test_program.py.
+
+
+def test_initial_carry_is_not_copied_and_replays_from_the_same_start():
+    """The carried state is gigabytes at bench size: ``normalize`` keeps a strongly typed JAX
+    array as it is (copying all leaves at once held two copies of the n-gram tables), copies what
+    is not one (weakly typed scalars, host arrays, an array met a second time: each donated
+    buffer must be its own), and two starts made from host copies of the parameters are equal."""
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench.codes import prequential
+
+    cfg = small_config("lstm", batch_size=2, seq_len=8)
+    layout = Layout(64, 2, 8)
+    prog = prequential.Program(cfg, layout, prequential.Host(layout))
+    big = jnp.zeros((4, 256), jnp.float32)
+    weak = jnp.asarray(1.0)
+    assert weak.weak_type
+    out = prog.normalize((big, big, weak, np.arange(3, dtype=np.int32)))
+    assert out[0] is big and out[1] is not big and np.array_equal(out[1], big)
+    assert not out[2].weak_type and isinstance(out[3], jax.Array) and list(np.asarray(out[3])) == [0, 1, 2]
+    start = jax.tree_util.tree_map(np.asarray, prog.start_params())
+    a, b = prog.initial(start), prog.initial()
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    shapes = prog.initial_shapes()
+    assert [(s.shape, s.dtype) for s in jax.tree_util.tree_leaves(shapes)] == \
+        [(x.shape, x.dtype) for x in jax.tree_util.tree_leaves(a)]

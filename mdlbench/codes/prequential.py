@@ -638,23 +638,58 @@ class Program:
                                         model.zero_state(B))
         self._jnp = jnp
 
-    def initial(self):
-        """(params, opt_state, carried state, previous byte per stream) at the start."""
+    def start_params(self):
+        """(params, opt_state) at the start: the model's initialisation from the config's seed."""
         params = self._init()
+        return params, self.tx.init(params)
+
+    def initial(self, start=None):
+        """(params, opt_state, carried state, previous byte per stream) at the start.
+
+        ``start``: (params, opt_state) as :meth:`start_params` gave them (host copies will do);
+        computed here when not given. The carried state (the n-gram tables: gigabytes) is always
+        made afresh: it is zeros, so keeping a copy to start again from would double the memory."""
         from mdlbench.models.transformer import BOS
 
-        carry = (params, self.tx.init(params), self.model.zero_state(self.cfg.code.batch_size),
-                 self._jnp.full((self.cfg.code.batch_size,), BOS, self._jnp.int32))
-        return self.normalize(carry)
+        B = self.cfg.code.batch_size
+        # Built inside the call, so that nothing but ``normalize`` holds the fresh arrays.
+        return self.normalize((*(self.start_params() if start is None else start), self.model.zero_state(B),
+                               self._jnp.full((B,), BOS, self._jnp.int32)))
+
+    def initial_shapes(self):
+        """Shapes, types and placement of :meth:`initial`'s carry, without making it (a
+        checkpoint is restored into them)."""
+        import jax
+
+        from mdlbench.models.transformer import BOS
+
+        B = self.cfg.code.batch_size
+        shapes = jax.eval_shape(lambda: (*self.start_params(), self.model.zero_state(B),
+                                         self._jnp.full((B,), BOS, self._jnp.int32)))
+        sharding = self.normalize(np.zeros((), np.int32)).sharding
+        return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
 
     def normalize(self, carry):
         """Plain, strongly typed arrays (as a checkpoint restores them), placed for the step.
 
         A fresh carry may hold weakly typed scalars; restored ones never do. Normalising both
-        gives the compiled step the same input types either way, hence the same program."""
+        gives the compiled step the same input types either way, hence the same program. A leaf
+        that is already a strongly typed JAX array is kept as it is: copying it (as this did for
+        every leaf, all at once) held two copies of the n-gram tables at the start of every run,
+        and the first step of the 2**19-row bench peaked at twice their size."""
         import jax
 
-        carry = jax.tree_util.tree_map(lambda x: self._jnp.asarray(np.asarray(x)), carry)
+        leaves, treedef = jax.tree_util.tree_flatten(carry)
+        del carry
+        kept = set()  # one array may sit at several leaves (zero_state's zeros): each donated once
+        for i, x in enumerate(leaves):
+            if isinstance(x, jax.Array) and not x.weak_type and id(x) not in kept:
+                kept.add(id(x))
+            else:
+                leaves[i] = self._jnp.asarray(np.asarray(x))
+            del x  # leaf by leaf: an old leaf goes as soon as its copy exists (when no caller holds it)
+        carry = jax.tree_util.tree_unflatten(treedef, leaves)
+        del leaves
         return self._place(carry) if hasattr(self, "_place") else carry
 
     def step(self, carry, s: int, mask_BxT: np.ndarray):
@@ -833,10 +868,14 @@ def encode(cfg: Config, data: bytes, data_info: dict[str, Any],
     prog = Program(cfg, layout, host)
     fingerprint = env.fingerprint(jax.default_backend())
     canary = prog.canary()
-    carry, cursor, sealed = prog.initial(), Cursor(), b""
-    restored = checkpoints.restore(carry) if checkpoints is not None else None
-    if restored is not None:
+    cursor, sealed = Cursor(), b""
+    # Restored into the shapes of a fresh carry, never built: the tables are gigabytes.
+    restored = checkpoints.restore(prog.initial_shapes()) if checkpoints is not None else None
+    if restored is None:
+        carry = prog.initial()
+    else:
         carry, cursor, sealed = restored
+        del restored
         carry = prog.normalize(carry)
     host.start_encode(data, sealed, cursor.segments)
     last_save = time.monotonic()
@@ -906,16 +945,17 @@ def replayer(header: dict[str, Any]) -> Callable[..., tuple[bytes | None, float]
             "than on the encoder's machine, so decoding would fail; use the recorded environment")
     from mdlbench.checkpoint import Cursor
 
-    # Host copies: the compiled step consumes (donates) the arrays it is given, so every run
-    # starts from fresh device arrays made from the same values.
-    initial = jax.tree_util.tree_map(np.asarray, prog.initial())
+    # Host copies of the initial parameters and optimiser state: the compiled step consumes
+    # (donates) the arrays it is given, so every run starts from fresh device arrays made from the
+    # same values; the carried state (zeros) is made afresh by ``initial``, not kept twice.
+    start = jax.tree_util.tree_map(np.asarray, prog.start_params())
 
     def run(payload: bytes, on_step: Callable[[dict[str, Any]], None] | None = None, out=None):
         buf = np.zeros(layout.n, np.uint8) if out is None else out
         host.error = None
         host.start_decode(payload, host.segments_of(header["layout"]), buf)
         cursor = Cursor()
-        _loop(prog, prog.normalize(initial), cursor, on_step, lambda: 0, lambda carry, cursor: host.next_segment())
+        _loop(prog, prog.initial(start), cursor, on_step, lambda: 0, lambda carry, cursor: host.next_segment())
         host.finish()
         got = container.sha256_hex(buf)
         if got != header["data"]["sha256"]:
