@@ -629,10 +629,6 @@ class Program:
 
             self._step = two_programs
             self._place = lambda carry: jax.device_put(carry, rep)
-        # The optimiser updates alone, for the "plain training" a coder's cost is compared with.
-        # (plain training returns no carried state, so only parameters and optimiser state are donated)
-        self._train_only = jax.jit(lambda params, opt_state, state, *rest: plain_train(
-            params, opt_state, settle(state), *rest), donate_argnums=DONATED[:2])
         self._estimate = jax.jit(estimate, donate_argnums=DONATED)
         self._init = lambda: model.init(jax.random.PRNGKey(cfg.seed), jnp.zeros((B, T), jnp.int32),
                                         model.zero_state(B))
@@ -702,14 +698,6 @@ class Program:
             params, opt_state, state, prev, ideal_bits, loss = self._step(
                 params, opt_state, state, prev, np.int32(s), mask_BxT.astype(np.float32))
         return (params, opt_state, state, prev), float(ideal_bits), float(loss)
-
-    def train_only(self, carry, x_BxT: np.ndarray, mask_BxT: np.ndarray):
-        """The training updates of one step without its coding pass (no callback, no decode
-        scan); the carried model state is left as it is, which changes no arithmetic cost."""
-        params, opt_state, state, prev = carry
-        params, opt_state, loss = self._train_only(params, opt_state, state, prev, x_BxT.astype(np.int32),
-                                                   mask_BxT.astype(np.float32))
-        return (params, opt_state, state, self._jnp.asarray(x_BxT[:, -1].astype(np.int32))), float(loss)
 
     def estimate_step(self, carry, x_BxT: np.ndarray, mask_BxT: np.ndarray):
         """One step of the training-loss estimate: the same updates on the same window as the
