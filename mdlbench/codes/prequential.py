@@ -645,23 +645,23 @@ class Program:
         ``start``: (params, opt_state) as :meth:`start_params` gave them (host copies will do);
         computed here when not given. The carried state (the n-gram tables: gigabytes) is always
         made afresh: it is zeros, so keeping a copy to start again from would double the memory."""
+        # Built inside the call, so that nothing but ``normalize`` holds the fresh arrays.
+        return self.normalize(self._fresh(start))
+
+    def _fresh(self, start=None):
+        """The carry at the start, as made (before :meth:`normalize`)."""
         from mdlbench.models.transformer import BOS
 
         B = self.cfg.code.batch_size
-        # Built inside the call, so that nothing but ``normalize`` holds the fresh arrays.
-        return self.normalize((*(self.start_params() if start is None else start), self.model.zero_state(B),
-                               self._jnp.full((B,), BOS, self._jnp.int32)))
+        return (*(self.start_params() if start is None else start), self.model.zero_state(B),
+                self._jnp.full((B,), BOS, self._jnp.int32))
 
     def initial_shapes(self):
         """Shapes, types and placement of :meth:`initial`'s carry, without making it (a
         checkpoint is restored into them)."""
         import jax
 
-        from mdlbench.models.transformer import BOS
-
-        B = self.cfg.code.batch_size
-        shapes = jax.eval_shape(lambda: (*self.start_params(), self.model.zero_state(B),
-                                         self._jnp.full((B,), BOS, self._jnp.int32)))
+        shapes = jax.eval_shape(self._fresh)
         sharding = self.normalize(np.zeros((), np.int32)).sharding
         return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), shapes)
 
@@ -685,7 +685,6 @@ class Program:
                 leaves[i] = self._jnp.asarray(np.asarray(x))
             del x  # leaf by leaf: an old leaf goes as soon as its copy exists (when no caller holds it)
         carry = jax.tree_util.tree_unflatten(treedef, leaves)
-        del leaves
         return self._place(carry) if hasattr(self, "_place") else carry
 
     def step(self, carry, s: int, mask_BxT: np.ndarray):
