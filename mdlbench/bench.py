@@ -321,6 +321,7 @@ def method_label(cfg: Config) -> str:
         label += "bi" if m.ngram_word_bigram else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
+        label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""
         label += f" backoff{m.ngram_alpha:g}" if m.ngram_estimator == "backoff" else ""
         label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
     if m.context:

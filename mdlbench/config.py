@@ -58,6 +58,11 @@ class ModelConfig:
       ngram_apm_lr: with the online mixer, learning rate of a bias per (previous byte, byte) added
         to the mixture's logits and stepped at every coded byte (a secondary estimate, as paq's
         APM stage, in the logit domain); 0 for none.
+      ngram_bit_lr: with the online mixer, learning rate of a bit-level mixer after it (as
+        paq's): the byte is split into its 8 binary decisions, and at each of the 255 nodes of
+        that tree the mixture's log-odds for the next bit get learnt corrections from the base
+        model's, the match model's and a bias, stepped at every coded byte on the bits it took;
+        0 for none.
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -86,6 +91,7 @@ class ModelConfig:
     ngram_alpha: float = 0.05
     ngram_estimator: str = "additive"
     ngram_apm_lr: float = 0.0
+    ngram_bit_lr: float = 0.0
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -397,6 +403,9 @@ def validate(cfg: Config) -> None:
     if not cfg.model.ngram_apm_lr >= 0 or (cfg.model.ngram_apm_lr and not cfg.model.ngram_online_lr):
         raise ConfigError(f"model.ngram_apm_lr must be >= 0 (0: none), and > 0 only with model.ngram_online_lr > 0, "
                           f"got {cfg.model.ngram_apm_lr}")
+    if not cfg.model.ngram_bit_lr >= 0 or (cfg.model.ngram_bit_lr and not cfg.model.ngram_online_lr):
+        raise ConfigError(f"model.ngram_bit_lr must be >= 0 (0: none), and > 0 only with model.ngram_online_lr > 0, "
+                          f"got {cfg.model.ngram_bit_lr}")
     if cfg.model.ngram_estimator not in ("additive", "backoff"):
         raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
     if cfg.model.ngram_online_sets not in ("one", "byte"):

@@ -140,11 +140,11 @@ def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded
     assert bi[3] == bi[4] != bi[0]  # after the word: the pair and the separator that followed it
 
 
-@pytest.mark.parametrize("update,online_lr,apm_lr,estimator", [("window", 0.0, 0.0, "additive"),
-                                                                ("position", 0.0, 0.0, "backoff"),
-                                                                ("position", 0.05, 0.0, "additive"),
-                                                                ("position", 0.05, 0.05, "backoff")])
-def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator):
+@pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
+                                                                       ("position", 0.0, 0.0, "backoff", 0.0),
+                                                                       ("position", 0.05, 0.0, "additive", 0.05),
+                                                                       ("position", 0.05, 0.05, "backoff", 0.05)])
+def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator, bit_lr):
     """The training forward replays the coder's per-position updates: its logits are the coding
     path's (to float rounding), its carried state (counts, word counts, match model) is the coding
     path's exactly (the online mixer's weights to float rounding: they are sums of float gradients),
@@ -159,7 +159,7 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
     B, T = 2, 24
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
                       ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
-                      ngram_estimator=estimator)
+                      ngram_estimator=estimator, ngram_bit_lr=bit_lr)
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
@@ -187,14 +187,43 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
         assert np.abs(u).max() > 0 and np.isfinite(u).all()  # the mixer moved at the coded bytes' contexts
         assert np.count_nonzero(np.abs(u).sum(1)) <= len(set(unit) | set(unit[::-1]))  # one set per previous byte
     if apm_lr:
-        bias = np.asarray(state[4][-3])  # previous byte x byte
+        bias = np.asarray(state[4][4])  # previous byte x byte
         contexts = set(unit) | set(unit[::-1]) | {0}  # a stream's first byte has context BOS, read as 0
         assert np.isfinite(bias).all() and 0 < np.count_nonzero(np.abs(bias).sum(1)) <= len(contexts)
         assert all(bias[c].sum() == pytest.approx(0, abs=1e-5) for c in range(256))  # steps of (one-hot - p)
+    if bit_lr:
+        w_GxN = np.asarray(state[4][4 + (3 if apm_lr else 0)])
+        assert np.isfinite(w_GxN).all() and np.abs(w_GxN).max() > 0  # from zero, it stepped on the coded bits
     buf, _, (n, src, at, ln, *_) = jax.tree_util.tree_map(np.asarray, state[3])
     assert list(n) == [2 * T, 2 * T] and (ln > 0).all()
     # Both streams are inside a repeat of stream 0's first window: the next byte starts a third copy.
     assert list(src) == [0, 0] and bytes(buf[src, at % buf.shape[1]].tolist()) == bytes([unit[0], unit[0]])
+
+
+def test_bit_tree_splits_a_byte_distribution_into_its_eight_binary_decisions_exactly():
+    """The bit-level mixer's two halves are inverse: the log-odds of every node of the byte tree,
+    put back together along each byte's path, give the distribution back; and its update moves
+    only the 8 nodes the coded byte's bits took."""
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench.models.ngram import NODES, NGramMix
+
+    logp_BxV = jax.nn.log_softmax(3.0 * jax.random.normal(jax.random.PRNGKey(1), (3, 256)), -1)
+    z_BxN = NGramMix._tree(logp_BxV, jnp.logaddexp)
+    assert z_BxN.shape == (3, NODES)
+    np.testing.assert_allclose(np.asarray(NGramMix._bit_logp(z_BxN)), np.asarray(logp_BxV), atol=2e-4)
+    # The root decides the top bit: its log-odds are log P(byte >= 128) - log P(byte < 128).
+    p = np.exp(np.asarray(logp_BxV, np.float64))
+    np.testing.assert_allclose(np.asarray(z_BxN[:, 0]), np.log(p[:, 128:].sum(1) / p[:, :128].sum(1)), rtol=1e-4)
+    mix = NGramMix(None, (1,), 8, 4, online_lr=0.1, bit_lr=0.5)
+    w = jnp.zeros((2, NODES))
+    s = jnp.ones((2, 2, NODES))
+    moved = np.asarray(mix._bit_learn(w, s, jnp.zeros((2, NODES)), jnp.array([0b10100001, 256]))).T
+    path = [((256 + 0b10100001) >> (8 - d)) - 1 for d in range(8)]
+    assert sorted(np.flatnonzero(moved[:, 0])) == sorted(path)  # stream 1's input is BOS: no step
+    bits = [(0b10100001 >> (7 - d)) & 1 for d in range(8)]
+    np.testing.assert_allclose(moved[path, 0], [0.5 * (b - 0.5) for b in bits])
 
 
 @pytest.mark.slow  # suite budget (~80 s on 2 cores); the table/provenance logic is tested by the baselines-only test
@@ -278,6 +307,7 @@ def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
                                              ("model.ngram_log2_rows=30", "ngram_log2_rows"),
                                              ("model.ngram_estimator=ppm", "ngram_estimator"),
                                              ("model.ngram_apm_lr=-1", "ngram_apm_lr"),
+                                             ("model.ngram_bit_lr=-1", "ngram_bit_lr"),
                                              ("model.ngram_alpha=0", "ngram_alpha")])
 def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, needle):
     r = run_cli("bench", override, cwd=tmp_path)

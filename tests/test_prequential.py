@@ -117,6 +117,9 @@ def test_environment_mismatch_refused_in_one_line(encoded, tmp_path, field, valu
     assert not (tmp_path / "out").exists()
 
 
+# Suite budget (~60 s on 2 cores): the same pinning through the same CLI is in the default run as
+# test_device_coder.py::test_cli_round_trip_decodes_with_another_cpu_count; -m slow runs this one.
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs 2 CPUs to show thread pinning")
 def test_one_thread_container_decodes_with_all_threads(tmp_path):

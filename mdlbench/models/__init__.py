@@ -36,7 +36,7 @@ def build(cfg: ModelConfig, seq_len: int):
                     word_bigram=cfg.ngram_word_bigram, online_lr=cfg.ngram_online_lr,
                     online_sets=cfg.ngram_online_sets,
                     alpha=cfg.ngram_alpha, estimator=cfg.ngram_estimator,
-                    apm_lr=cfg.ngram_apm_lr)
+                    apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr)
 
 
 def _build_base(cfg: ModelConfig, seq_len: int):

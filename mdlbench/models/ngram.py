@@ -59,6 +59,20 @@ updates (a scan over the window) so that the base model learns under the mixture
 ``apm_lr > 0`` adds to it a bias per (previous byte, byte) on the mixture's logits, stepped the
 same way by ``apm_lr * (one-hot(byte) - p)``: a secondary estimate after the mixture, as paq's
 APM stage, in the logit domain.
+``bit_lr > 0`` mixes once more at the bit level, as paq's mixers do: the byte is read as its 8
+binary decisions (most significant first, a tree of 255 nodes). At every node, the online
+mixture's log-odds for the next bit get corrections, each a learnt weight per (node, input) times
+an input's own log-odds there: the base model's, the match model's predicted byte (+-1 on its
+path, alone and times its learnt length weight) and a bias,
+``P(bit = 1) = sigmoid(odds_mix[n] + sum_g W[g, n] * s_g[n])``, every log-odds bounded by 12.
+The weights start at zero (the mixture's code, but for bits it was surer of than e^12 to 1) and
+step after every coded byte on the 8 nodes its bits took,
+``W += lr * (bit - P) * s`` summed over streams (a one-hot product again). Where the byte-level
+mixture has one weight per expert for the whole alphabet, these can differ by node: trust the
+network for the first bits (letter or not, case) and not for the last ones. Measured choices
+(experiments/bench/README.md, levers table): the mixture's own weight stays 1 (learnt, it and
+the trained models under it traded scale and the code drifted away); the count experts as
+inputs of their own cost ~40 % of the speed and coded longer.
 """
 
 from __future__ import annotations
@@ -73,6 +87,8 @@ V = 256  # byte alphabet; the base model's BOS input (256) is read as byte 0 her
 MATCH_LOG2_BUF = 20   # bytes of history per stream the match model can point into (ring buffer)
 MATCH_LOG2_ROWS = 22  # one hash table of last occurrences for all streams
 MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned weight (0: none)
+NODES = V - 1         # binary decisions of the byte tree (bit-level mixer), heap order, root first
+BIT_CLIP = 12.0       # bound on an input's log-odds: additive counts reach log(n / alpha) ~ 14
 
 
 class NGramMix(nn.Module):
@@ -103,6 +119,7 @@ class NGramMix(nn.Module):
     online_sets: str = "byte"
     estimator: str = "additive"
     apm_lr: float = 0.0
+    bit_lr: float = 0.0
 
     def setup(self):
         k = self.n_tables
@@ -198,12 +215,15 @@ class NGramMix(nn.Module):
         """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
         counts = counts_NxKxV
         total = counts.sum(-1)
-        if self.estimator == "backoff":
-            logp = jnp.log(self._backoff(counts, total))
-        else:
-            logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
+        logp = self._logp(counts, total)
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
         return logp, self.mix(evidence)
+
+    def _logp(self, counts_NxKxV, total_NxK):
+        """Each count expert's log-probabilities."""
+        if self.estimator == "backoff":
+            return jnp.log(self._backoff(counts_NxKxV, total_NxK))
+        return jnp.log(counts_NxKxV + self.alpha) - jnp.log(total_NxK + V * self.alpha)[..., None]
 
     def _backoff(self, counts_NxKxV, total_NxK):
         """Interpolated estimates (Witten-Bell, as PPM's escapes): each byte order's counts on
@@ -254,7 +274,9 @@ class NGramMix(nn.Module):
     # ------------------------------------------------------------------ online mixer
     # Carried state: (u_SxF, the weight corrections; pending: the last position's features
     # x_BxFxV, their expectation e_BxF under its mixture, and its weight set s_B), applied when
-    # the byte that position predicted arrives as the next input.
+    # the byte that position predicted arrives as the next input; with ``apm_lr`` then (the bias
+    # b_VxV; pending: the mixture's p_BxV and its context ctx_B, -1 for none); with ``bit_lr``
+    # then (the bit mixer's weights W_GxN; pending: its inputs s_BxGxN and outputs z_BxN).
 
     @property
     def n_features(self) -> int:
@@ -264,6 +286,14 @@ class NGramMix(nn.Module):
     def n_sets(self) -> int:
         return V if self.online_sets == "byte" else 1
 
+    @property
+    def _apm_at(self) -> int:
+        return 4
+
+    @property
+    def _bits_at(self) -> int:
+        return 4 + (3 if self.apm_lr else 0)
+
     def _zero_online(self, batch: int):
         F = self.n_features
         out = (jnp.zeros((self.n_sets, F), jnp.float32), jnp.zeros((batch, F, V), jnp.float32),
@@ -271,6 +301,11 @@ class NGramMix(nn.Module):
         if self.apm_lr:
             # Context -1: nothing pending (its one-hot row is all zeros, so the first step is none).
             out += (jnp.zeros((V, V), jnp.float32), jnp.zeros((batch, V), jnp.float32), jnp.full((batch,), -1, jnp.int32))
+        if self.bit_lr:
+            G = self.n_bit_inputs
+            # The corrections start at zero: the bit mixer starts as the identity.
+            w_GxN = jnp.zeros((G, NODES), jnp.float32)
+            out += (w_GxN, jnp.zeros((batch, G, NODES), jnp.float32), jnp.zeros((batch, NODES), jnp.float32))
         return out
 
     def _online_learn(self, online, input_B):
@@ -282,41 +317,117 @@ class NGramMix(nn.Module):
         g_BxF = (got_BxF - e_BxF) * valid[:, None]  # d log p(target) / d weight
         hot_BxS = jax.nn.one_hot(s_B, self.n_sets, dtype=jnp.float32)
         u = u + self.online_lr * jnp.einsum("bs,bf->sf", hot_BxS, g_BxF, precision=jax.lax.Precision.HIGHEST)
-        rest = online[4:]
+        online = (u,) + online[1:]
         if self.apm_lr:
-            b_CxV, p_BxV, ctx_B = rest[-3:]
+            a = self._apm_at
+            b_CxV, p_BxV, ctx_B = online[a:a + 3]
             g_BxV = (jax.nn.one_hot(input_B, V, dtype=jnp.float32) - p_BxV) * valid[:, None]  # BOS: no step
             b_CxV = b_CxV + self.apm_lr * jnp.einsum("bc,bv->cv", jax.nn.one_hot(ctx_B, V, dtype=jnp.float32), g_BxV,
                                                      precision=jax.lax.Precision.HIGHEST)
-            rest = rest[:-3] + (b_CxV, p_BxV, ctx_B)
-        return (u,) + online[1:4] + rest
+            online = online[:a] + (b_CxV,) + online[a + 1:]
+        if self.bit_lr:
+            a = self._bits_at
+            online = online[:a] + (self._bit_learn(*online[a:a + 3], input_B),) + online[a + 1:]
+        return online
 
-    def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B):
+    def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B, fixed_BxGxN=None):
         """One position's logits under the online mixer and the online state it leaves (this
-        position's step pending)."""
+        position's step pending). ``fixed_BxGxN``: the bit mixer's inputs that do not depend on
+        the online state (:meth:`_bit_fixed`), when the caller has them already."""
+        if self.bit_lr and fixed_BxGxN is None:  # from the trained weights, as the training forward has them
+            fixed_BxGxN = self._bit_fixed(base_BxV, jax.lax.stop_gradient(x_BxFxV), w_BxF)
         u = online[0]
         s_B = self._bytes(input_B) if self.online_sets == "byte" else jnp.zeros_like(input_B)
         w_BxF = w_BxF + u[s_B]
         logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF, x_BxFxV)
         if self.apm_lr:
             ctx_B = self._bytes(input_B)
-            logits_BxV = logits_BxV + online[-3][ctx_B]  # the order-1 bias after the mixture
+            logits_BxV = logits_BxV + online[self._apm_at][ctx_B]  # the order-1 bias after the mixture
+        mixture_BxV = logits_BxV
         x_BxFxV = jax.lax.stop_gradient(x_BxFxV)  # the pending step is data, not part of the loss
         p_BxV = jax.nn.softmax(jax.lax.stop_gradient(logits_BxV), -1)
         new = (u, x_BxFxV, jnp.einsum("bv,bfv->bf", p_BxV, x_BxFxV), s_B)
         if self.apm_lr:
-            new += (online[-3], p_BxV, ctx_B)
+            new += (online[self._apm_at], p_BxV, ctx_B)
+        if self.bit_lr:
+            w_GxN = online[self._bits_at]
+            s_BxGxN = fixed_BxGxN
+            z_BxN = self._odds(mixture_BxV) + jnp.einsum("bgn,gn->bn", s_BxGxN, w_GxN)
+            logits_BxV = self._bit_logp(z_BxN)
+            new += (w_GxN, jax.lax.stop_gradient(s_BxGxN), jax.lax.stop_gradient(z_BxN))
         return logits_BxV, new
+
+    # ------------------------------------------------------------------ bit-level mixer
+
+    @property
+    def n_bit_inputs(self) -> int:
+        """The base model, the match model's direction and its direction times its learned length
+        weight, and a bias. (The online mixture enters with the fixed weight 1: a learnt weight
+        on it and the trained models under it can trade scale for ever, and did: measured.)"""
+        return 1 + (2 if self.match_min else 0) + 1
+
+    @staticmethod
+    def _tree(leaves_NxV, merge):
+        """``right - left`` of every node of the byte tree (heap order: root, its two children,
+        ...), where a node's value is ``merge`` of its children's and the leaves are the bytes."""
+        levels, m = [], leaves_NxV
+        while m.shape[-1] > 1:
+            pair = m.reshape(m.shape[:-1] + (m.shape[-1] // 2, 2))
+            levels.append(pair[..., 1] - pair[..., 0])
+            m = merge(pair[..., 0], pair[..., 1])
+        return jnp.concatenate(levels[::-1], -1)
+
+    def _odds(self, logits_NxV):
+        """Log-odds of bit 1 at every node of a distribution given by logits, bounded (they are
+        differences of log-masses: no need to normalise the logits first)."""
+        return jnp.clip(self._tree(logits_NxV.astype(jnp.float32), jnp.logaddexp), -BIT_CLIP, BIT_CLIP)
+
+    def _bit_fixed(self, base_NxV, x_NxFxV, w_NxF):
+        """The bit mixer's inputs, ``..., G, N``: they do not depend on the online state, so the
+        training forward computes them for the whole window at once, outside its scan."""
+        K = self.n_tables
+        cols = [self._odds(base_NxV)[..., None, :]]
+        if self.match_min:
+            d_N = self._tree(x_NxFxV[..., K, :], jnp.add)  # +-1 on the predicted byte's path, 0 elsewhere
+            cols += [d_N[..., None, :], (d_N * w_NxF[..., K, None])[..., None, :]]
+        cols.append(jnp.ones_like(cols[-1]))
+        return jnp.concatenate(cols, -2)
+
+    @staticmethod
+    def _bit_logp(z_BxN):
+        """Each byte's log-probability: the sum of log sigmoid(+-z) over the 8 nodes on its path."""
+        lead = z_BxN.shape[:-1]
+        cum = jnp.zeros(lead + (1,), jnp.float32)
+        for d in range(8):
+            z_d = z_BxN[..., 2 ** d - 1: 2 ** (d + 1) - 1]
+            cum = jnp.stack([cum + jax.nn.log_sigmoid(-z_d), cum + jax.nn.log_sigmoid(z_d)], -1).reshape(lead + (2 ** (d + 1),))
+        return cum
+
+    def _bit_learn(self, w_GxN, s_BxGxN, z_BxN, input_B):
+        """The weights after the step on the pending position's 8 bits (target ``input_B``)."""
+        valid = (input_B < V).astype(jnp.float32)
+        y_B = self._bytes(input_B)
+        d = jnp.arange(8)
+        node_Bx8 = ((V + y_B[:, None]) >> (8 - d)) - 1
+        bit_Bx8 = ((y_B[:, None] >> (7 - d)) & 1).astype(jnp.float32)
+        err_Bx8 = (bit_Bx8 - jax.nn.sigmoid(jnp.take_along_axis(z_BxN, node_Bx8, 1))) * valid[:, None]
+        # err at each node of the path, 0 elsewhere: a B x N row per stream, then one product.
+        err_BxN = jnp.einsum("bd,bdn->bn", err_Bx8, jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32))
+        step_GxN = jnp.einsum("bn,bgn->gn", err_BxN, s_BxGxN, precision=jax.lax.Precision.HIGHEST)
+        return w_GxN + self.bit_lr * step_GxN
 
     def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
         """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
         def one(carry, t_in):
-            base_BxV, x_BxFxV, w_BxF, input_B = t_in
+            base_BxV, x_BxFxV, w_BxF, input_B = t_in[:4]
             learnt = jax.lax.stop_gradient(self._online_learn(carry, input_B))
-            logits_BxV, new = self._online_mix(learnt, base_BxV, x_BxFxV, w_BxF, input_B)
+            logits_BxV, new = self._online_mix(learnt, base_BxV, x_BxFxV, w_BxF, input_B, *t_in[4:])
             return new, logits_BxV
 
-        xs = tuple(jnp.swapaxes(a, 0, 1) for a in (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT))
+        given = (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT)
+        if self.bit_lr:  # vectorised over the window: most of the bit mixer's inputs, once
+            given += (self._bit_fixed(base_BxTxV, jax.lax.stop_gradient(x_BxTxFxV), w_BxTxF),)
+        xs = tuple(jnp.swapaxes(a, 0, 1) for a in given)
         online, logits_TxBxV = jax.lax.scan(one, online, xs)
         return jnp.swapaxes(logits_TxBxV, 0, 1), jax.lax.stop_gradient(online)
 
