@@ -319,6 +319,7 @@ def method_label(cfg: Config) -> str:
         label += f" + match{m.match_min}" if m.match_min else ""
         label += f" + word{m.ngram_word}" if m.ngram_word else ""
         label += "bi" if m.ngram_word_bigram else ""
+        label += "tri" if m.ngram_word_trigram else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""

@@ -86,6 +86,7 @@ class ModelConfig:
     match_min: int = 0
     ngram_word: int = 0
     ngram_word_bigram: bool = False
+    ngram_word_trigram: bool = False
     ngram_online_lr: float = 0.0
     ngram_online_sets: str = "byte"
     ngram_alpha: float = 0.05
@@ -395,6 +396,8 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.model.ngram_word} with ngram_orders={orders}")
     if cfg.model.ngram_word_bigram and not cfg.model.ngram_word:
         raise ConfigError("model.ngram_word_bigram needs model.ngram_word > 0 (the bytes it looks back over)")
+    if cfg.model.ngram_word_trigram and not cfg.model.ngram_word_bigram:
+        raise ConfigError("model.ngram_word_trigram needs model.ngram_word_bigram (its table extends the word pair's)")
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):
         raise ConfigError(f"model.ngram_online_lr must be >= 0 (0: no online mixer), and > 0 only with "
                           f"model.ngram_orders set, got {cfg.model.ngram_online_lr} with ngram_orders={orders}")

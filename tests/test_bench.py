@@ -140,6 +140,29 @@ def test_word_experts_index_the_trailing_letters_and_the_word_before_case_folded
     assert bi[3] == bi[4] != bi[0]  # after the word: the pair and the separator that followed it
 
 
+def test_word_trigram_expert_indexes_the_last_three_words_case_folded():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=16, ngram_word=16,
+                                     ngram_word_bigram=True, ngram_word_trigram=True), 8)
+    assert model.n_tables == 4
+
+    def tri(contexts):
+        ctx = jnp.array([list(c[-16:].rjust(16)) for c in contexts], jnp.int32)
+        return [int(r) for r in model._word_rows(ctx)[2]]
+
+    rows = tri([b"xx of the big", b"yy, Of The Big", b"on the big", b"of a big", b"of the bag"])
+    assert rows[0] == rows[1]  # the same three words, whatever comes before, in any case
+    assert len({rows[0], rows[2], rows[3], rows[4]}) == 4  # another first, second or third word: another row
+    from mdlbench.config import Config, ConfigError, validate
+
+    with pytest.raises(ConfigError, match="ngram_word_trigram needs model.ngram_word_bigram"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word=8, ngram_word_trigram=True)))
+
+
 @pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
                                                                        ("position", 0.0, 0.0, "backoff", 0.0),
                                                                        ("position", 0.05, 0.0, "additive", 0.05),

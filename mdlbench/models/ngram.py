@@ -39,7 +39,8 @@ positions inside the window look up the window's own bytes and insertions first.
 ``word > 0`` adds a word expert (as lpaq's word model): one more count table, hashed, indexed by
 the current word, i.e. the trailing ASCII letters of the context (case-folded, at most ``word``
 of them), or by the last byte where the context does not end in a letter; ``word_bigram`` adds
-a table indexed by the current word and the complete word before it. Text repeats words
+a table indexed by the current word and the complete word before it, ``word_trigram`` one
+indexed by those and the word before them (as far as the ``word`` bytes reach). Text repeats words
 far more reliably than it repeats fixed-length byte strings across word boundaries.
 
 ``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
@@ -115,6 +116,7 @@ class NGramMix(nn.Module):
     match_min: int = 0
     word: int = 0
     word_bigram: bool = False
+    word_trigram: bool = False
     online_lr: float = 0.0
     online_sets: str = "byte"
     estimator: str = "additive"
@@ -135,7 +137,7 @@ class NGramMix(nn.Module):
 
     @property
     def n_tables(self) -> int:
-        return len(self.orders) + (1 if self.word else 0) + (1 if self.word_bigram else 0)
+        return len(self.orders) + (1 if self.word else 0) + (1 if self.word_bigram else 0) + (1 if self.word_trigram else 0)
 
     @property
     def per_position(self) -> bool:
@@ -198,7 +200,11 @@ class NGramMix(nn.Module):
 
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
-        return [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
+        out = [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
+        if self.word_trigram:  # and the word before that
+            before = letter & (after == jnp.where(ends_in_word, 2, 1))
+            out.append(row(h + word_hash(previous, 0x3C6EF372) + word_hash(before, 0x5BD1E995)))
+        return out
 
     @staticmethod
     def _gather(tables, rows_NxK):
