@@ -221,15 +221,12 @@ class NGramMix(nn.Module):
         """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
         counts = counts_NxKxV
         total = counts.sum(-1)
-        logp = self._logp(counts, total)
+        if self.estimator == "backoff":
+            logp = jnp.log(self._backoff(counts, total))
+        else:
+            logp = jnp.log(counts + self.alpha) - jnp.log(total + V * self.alpha)[..., None]
         evidence = jnp.concatenate([jnp.log1p(total), counts.max(-1) / (total + 1.0)], -1)
         return logp, self.mix(evidence)
-
-    def _logp(self, counts_NxKxV, total_NxK):
-        """Each count expert's log-probabilities."""
-        if self.estimator == "backoff":
-            return jnp.log(self._backoff(counts_NxKxV, total_NxK))
-        return jnp.log(counts_NxKxV + self.alpha) - jnp.log(total_NxK + V * self.alpha)[..., None]
 
     def _backoff(self, counts_NxKxV, total_NxK):
         """Interpolated estimates (Witten-Bell, as PPM's escapes): each byte order's counts on
@@ -338,8 +335,8 @@ class NGramMix(nn.Module):
 
     def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B, fixed_BxGxN=None):
         """One position's logits under the online mixer and the online state it leaves (this
-        position's step pending). ``fixed_BxGxN``: the bit mixer's inputs that do not depend on
-        the online state (:meth:`_bit_fixed`), when the caller has them already."""
+        position's step pending). ``fixed_BxGxN``: the bit mixer's inputs (:meth:`_bit_fixed`),
+        when the caller has them already."""
         if self.bit_lr and fixed_BxGxN is None:  # from the trained weights, as the training forward has them
             fixed_BxGxN = self._bit_fixed(base_BxV, jax.lax.stop_gradient(x_BxFxV), w_BxF)
         u = online[0]
@@ -357,10 +354,9 @@ class NGramMix(nn.Module):
             new += (online[self._apm_at], p_BxV, ctx_B)
         if self.bit_lr:
             w_GxN = online[self._bits_at]
-            s_BxGxN = fixed_BxGxN
-            z_BxN = self._odds(mixture_BxV) + jnp.einsum("bgn,gn->bn", s_BxGxN, w_GxN)
+            z_BxN = self._odds(mixture_BxV) + jnp.einsum("bgn,gn->bn", fixed_BxGxN, w_GxN)
             logits_BxV = self._bit_logp(z_BxN)
-            new += (w_GxN, jax.lax.stop_gradient(s_BxGxN), jax.lax.stop_gradient(z_BxN))
+            new += (w_GxN, jax.lax.stop_gradient(fixed_BxGxN), jax.lax.stop_gradient(z_BxN))
         return logits_BxV, new
 
     # ------------------------------------------------------------------ bit-level mixer
@@ -431,7 +427,7 @@ class NGramMix(nn.Module):
             return new, logits_BxV
 
         given = (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT)
-        if self.bit_lr:  # vectorised over the window: most of the bit mixer's inputs, once
+        if self.bit_lr:  # the bit mixer's inputs, vectorised over the window, once
             given += (self._bit_fixed(base_BxTxV, jax.lax.stop_gradient(x_BxTxFxV), w_BxTxF),)
         xs = tuple(jnp.swapaxes(a, 0, 1) for a in given)
         online, logits_TxBxV = jax.lax.scan(one, online, xs)
