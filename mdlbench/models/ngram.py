@@ -117,6 +117,8 @@ class NGramMix(nn.Module):
     word: int = 0
     word_bigram: bool = False
     word_trigram: bool = False
+    word_skip: bool = False
+    sparse: tuple[tuple[int, ...], ...] = ()
     online_lr: float = 0.0
     online_sets: str = "byte"
     estimator: str = "additive"
@@ -133,11 +135,19 @@ class NGramMix(nn.Module):
 
     @property
     def history(self) -> int:
-        return max(max(self.orders), self.match_min, self.word)
+        return max((max(self.orders), self.match_min, self.word) + tuple(max(p) for p in self.sparse))
 
     @property
     def n_tables(self) -> int:
-        return len(self.orders) + (1 if self.word else 0) + (1 if self.word_bigram else 0) + (1 if self.word_trigram else 0)
+        return len(self.table_rows)
+
+    @property
+    def table_rows(self) -> tuple[int, ...]:
+        """Rows of every count table, in the order of :meth:`_rows`: the byte orders, the word
+        experts, the sparse contexts."""
+        words = sum(1 for on in (self.word, self.word_bigram, self.word_trigram, self.word_skip) if on)
+        return (tuple(self.rows_of(k) for k in self.orders) + (2 ** self.log2_rows,) * words
+                + tuple(self.rows_of(len(p)) for p in self.sparse))
 
     @property
     def per_position(self) -> bool:
@@ -165,7 +175,24 @@ class NGramMix(nn.Module):
             out.append(idx.astype(jnp.int32))
         if self.word:
             out += self._word_rows(ctx_NxH)
+        for i, dist in enumerate(self.sparse):
+            out.append(self._sparse_row(ctx_NxH, dist, i))
         return jnp.stack(out, -1)  # ..., K
+
+    def _sparse_row(self, ctx_NxH, dist, i):
+        """Row of a sparse context: the bytes ``dist`` positions back (1: the last byte), as paq's
+        sparse models; exact when they fit, else hashed with a salt of their own."""
+        c = [ctx_NxH[..., self.history - d].astype(jnp.uint32) for d in dist]
+        if V ** len(dist) <= 2 ** self.log2_rows:
+            idx = jnp.zeros(c[0].shape, jnp.uint32)
+            for b in c:
+                idx = idx * jnp.uint32(V) + b
+            return idx.astype(jnp.int32)
+        h = jnp.full(c[0].shape, 0x632BE5AB * (i + 1) & 0xFFFFFFFF, jnp.uint32)
+        for b in c:
+            h = (h ^ (b + jnp.uint32(1))) * jnp.uint32(0x85EBCA77)
+            h = h ^ (h >> jnp.uint32(13))
+        return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
 
     def _word_rows(self, ctx_NxH):
         """Rows of the word experts: a hash of the trailing letters (case-folded), else of the last
@@ -201,9 +228,11 @@ class NGramMix(nn.Module):
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
         out = [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
+        before = letter & (after == jnp.where(ends_in_word, 2, 1))
         if self.word_trigram:  # and the word before that
-            before = letter & (after == jnp.where(ends_in_word, 2, 1))
             out.append(row(h + word_hash(previous, 0x3C6EF372) + word_hash(before, 0x5BD1E995)))
+        if self.word_skip:  # the current word and the one before the previous, skipping that
+            out.append(row(h + word_hash(before, 0x1B873593)))
         return out
 
     @staticmethod
@@ -616,9 +645,7 @@ class NGramMix(nn.Module):
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB) + rest
 
     def zero_state(self, batch: int):
-        tables = tuple(jnp.zeros((self.rows_of(k), V), jnp.float32) for k in self.orders)
-        tables += tuple(jnp.zeros((2 ** self.log2_rows, V), jnp.float32)
-                        for _ in range(self.n_tables - len(self.orders)))  # the word experts
+        tables = tuple(jnp.zeros((r, V), jnp.float32) for r in self.table_rows)
         rest = (self._zero_match(batch),) if self.match_min else ()
         rest += (self._zero_online(batch),) if self.online_lr else ()
         return (self.base.zero_state(batch), self._no_pending(tables, batch),
