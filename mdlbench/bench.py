@@ -317,6 +317,7 @@ def method_label(cfg: Config) -> str:
         label += f" + ngram{''.join(str(k) for k in sorted(m.ngram_orders))}"
         label += "pos" if m.ngram_update == "position" else ""
         label += f" + match{m.match_min}" if m.match_min else ""
+        label += "long" if m.match_min and m.match_long_buckets else ""
         label += f" + word{m.ngram_word}" if m.ngram_word else ""
         label += "bi" if m.ngram_word_bigram else ""
         label += "tri" if m.ngram_word_trigram else ""

@@ -42,6 +42,8 @@ class ModelConfig:
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
         experts (predicts the byte that followed their last occurrence); 0 for none.
+      match_long_buckets: the match model's learnt weights per match length: 1..14 and 15+
+        (false), or 1..15 and then one per power of two up to 2048+ (true).
       ngram_word: a word expert: counts indexed by the current word (its trailing ASCII letters,
         case-folded, at most this many) or by the last byte outside words; 0 for none.
       ngram_word_bigram: with ``ngram_word``, a second word expert indexed by the current word and
@@ -91,6 +93,7 @@ class ModelConfig:
     ngram_log2_rows: int = 16
     ngram_update: str = "window"
     match_min: int = 0
+    match_long_buckets: bool = False
     ngram_word: int = 0
     ngram_word_bigram: bool = False
     ngram_word_trigram: bool = False

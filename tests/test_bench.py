@@ -163,6 +163,21 @@ def test_word_trigram_expert_indexes_the_last_three_words_case_folded():
         validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word=8, ngram_word_trigram=True)))
 
 
+def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    cfg = ModelConfig(family="uniform", ngram_orders=[1], match_min=4)
+    short = models.build(cfg, 8)
+    long = models.build(dataclasses.replace(cfg, match_long_buckets=True), 8)
+    ln = jnp.array([0, 1, 14, 15, 16, 31, 32, 1000, 2047, 2048, 10 ** 6], jnp.int32)
+    assert short._bucket(ln).tolist() == [0, 1, 14, 15, 15, 15, 15, 15, 15, 15, 15]
+    assert long._bucket(ln).tolist() == [0, 1, 14, 15, 16, 16, 17, 21, 22, 23, 23]
+    assert long.match_buckets == 24 and short.match_buckets == 16
+
+
 def test_sparse_contexts_and_skip_word_index_only_the_bytes_and_words_they_name():
     import jax.numpy as jnp
 
@@ -213,7 +228,7 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
                       ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
                       ngram_estimator=estimator, ngram_bit_lr=bit_lr, ngram_word_skip=bool(online_lr),
-                      ngram_sparse=[[2, 4], [3]] if online_lr else [])
+                      ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr))
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T

@@ -40,8 +40,17 @@ positions inside the window look up the window's own bytes and insertions first.
 the current word, i.e. the trailing ASCII letters of the context (case-folded, at most ``word``
 of them), or by the last byte where the context does not end in a letter; ``word_bigram`` adds
 a table indexed by the current word and the complete word before it, ``word_trigram`` one
-indexed by those and the word before them (as far as the ``word`` bytes reach). Text repeats words
-far more reliably than it repeats fixed-length byte strings across word boundaries.
+indexed by those and the word before them (as far as the ``word`` bytes reach), ``word_skip`` one
+indexed by the current word and the word two before it (skipping the one between, as paq's word
+model does). Text repeats words far more reliably than it repeats fixed-length byte strings
+across word boundaries.
+
+``sparse`` adds count tables indexed by bytes at chosen distances back, e.g. ``(2, 3)`` (the two
+bytes before the last one) or ``(4,)``, as paq's sparse models: binary files have fields at
+fixed offsets, and a context that skips the byte just coded survives a changed byte there.
+``match_long`` gives the match model's learnt weight one value per power of two of the match
+length past 15 (up to 2048+) instead of one for all lengths past 14: a repeat that has run for
+hundreds of bytes (a table's rows, an image's runs) is surer than one of 20.
 
 ``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
 escapes (Witten-Bell): each order's counts sit on top of the next lower order's estimate, which
@@ -88,6 +97,7 @@ V = 256  # byte alphabet; the base model's BOS input (256) is read as byte 0 her
 MATCH_LOG2_BUF = 20   # bytes of history per stream the match model can point into (ring buffer)
 MATCH_LOG2_ROWS = 22  # one hash table of last occurrences for all streams
 MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned weight (0: none)
+MATCH_LONG_BUCKETS = 24  # with ``match_long``: 1..15, then 16-31, 32-63, ..., 1024-2047, 2048 or more
 NODES = V - 1         # binary decisions of the byte tree (bit-level mixer), heap order, root first
 BIT_CLIP = 12.0       # bound on an input's log-odds: additive counts reach log(n / alpha) ~ 14
 
@@ -114,6 +124,7 @@ class NGramMix(nn.Module):
     alpha: float = 0.05
     update: str = "window"
     match_min: int = 0
+    match_long: bool = False
     word: int = 0
     word_bigram: bool = False
     word_trigram: bool = False
@@ -131,7 +142,11 @@ class NGramMix(nn.Module):
         self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
         if self.match_min:
             # Starts at "ignore the match"; a weight grows for the lengths at which it is right.
-            self.match_w = self.param("match_w", nn.initializers.zeros, (MATCH_BUCKETS,))
+            self.match_w = self.param("match_w", nn.initializers.zeros, (self.match_buckets,))
+
+    @property
+    def match_buckets(self) -> int:
+        return MATCH_LONG_BUCKETS if self.match_long else MATCH_BUCKETS
 
     @property
     def history(self) -> int:
@@ -535,8 +550,16 @@ class NGramMix(nn.Module):
         # A byte not yet coded (or already out of the ring) cannot be predicted: the match ends.
         ln = jnp.where((at < n_new[src]) & (n0[src] - at <= N), ln, 0)
         pred = byte_at(src, at)
-        bucket = jnp.where(ln > 0, jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
-        return (n_new, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, bucket
+        return (n_new, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, self._bucket(ln)
+
+    def _bucket(self, ln):
+        """The weight index of match length ``ln`` (0: no match)."""
+        if not self.match_long:
+            return jnp.where(ln > 0, jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
+        # A long repeat (a table's rows, an image's runs) is surer than a short one: lengths past
+        # 15 get a weight per power of two, counted by comparisons (no float log).
+        octave = sum((ln >= 2 ** k).astype(jnp.int32) for k in range(5, 4 + MATCH_LONG_BUCKETS - 16))
+        return jnp.where(ln > 0, jnp.where(ln < 16, ln, 16 + octave), 0)
 
     def _match_commit(self, m, w):
         """The carried state after a window: its bytes into the rings, the last insertion of
