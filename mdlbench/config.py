@@ -42,10 +42,19 @@ class ModelConfig:
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
         experts (predicts the byte that followed their last occurrence); 0 for none.
+      match_long_buckets: the match model's learnt weights per match length: 1..14 and 15+
+        (false), or 1..15 and then one per power of two up to 2048+ (true).
       ngram_word: a word expert: counts indexed by the current word (its trailing ASCII letters,
         case-folded, at most this many) or by the last byte outside words; 0 for none.
       ngram_word_bigram: with ``ngram_word``, a second word expert indexed by the current word and
         the complete word before it (both within the last ``ngram_word`` bytes).
+      ngram_word_trigram: with ``ngram_word_bigram``, a third word expert indexed by those two
+        words and the word before them.
+      ngram_word_skip: with ``ngram_word``, a word expert indexed by the current word and the word
+        two before it, skipping the one in between.
+      ngram_sparse: sparse byte contexts, each a list of distances back (1: the last byte), e.g.
+        ``[[2, 3], [1, 3]]``: one count table each (hashed beyond ``ngram_log2_rows``), as paq's
+        sparse models.
       ngram_online_lr: learning rate of the online mixer: a correction to each expert's mixing
         weight, updated at every coded byte by a gradient step on that byte's log loss (carried
         state, like the counts, not a parameter); 0 for none.
@@ -84,9 +93,12 @@ class ModelConfig:
     ngram_log2_rows: int = 16
     ngram_update: str = "window"
     match_min: int = 0
+    match_long_buckets: bool = False
     ngram_word: int = 0
     ngram_word_bigram: bool = False
     ngram_word_trigram: bool = False
+    ngram_word_skip: bool = False
+    ngram_sparse: list[list[int]] = field(default_factory=list)
     ngram_online_lr: float = 0.0
     ngram_online_sets: str = "byte"
     ngram_alpha: float = 0.05
@@ -398,6 +410,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.ngram_word_bigram needs model.ngram_word > 0 (the bytes it looks back over)")
     if cfg.model.ngram_word_trigram and not cfg.model.ngram_word_bigram:
         raise ConfigError("model.ngram_word_trigram needs model.ngram_word_bigram (its table extends the word pair's)")
+    if cfg.model.ngram_word_skip and not cfg.model.ngram_word:
+        raise ConfigError("model.ngram_word_skip needs model.ngram_word > 0 (the bytes it looks back over)")
+    sparse = cfg.model.ngram_sparse
+    if sparse and (not orders or any(not p or len(set(p)) != len(p) or not all(isinstance(d, int) and 1 <= d <= 32 for d in p)
+                                     for p in sparse)):
+        raise ConfigError(f"model.ngram_sparse must be lists of distinct distances in 1..32, with model.ngram_orders "
+                          f"set, got {sparse} with ngram_orders={orders}")
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):
         raise ConfigError(f"model.ngram_online_lr must be >= 0 (0: no online mixer), and > 0 only with "
                           f"model.ngram_orders set, got {cfg.model.ngram_online_lr} with ngram_orders={orders}")

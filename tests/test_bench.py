@@ -163,6 +163,51 @@ def test_word_trigram_expert_indexes_the_last_three_words_case_folded():
         validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word=8, ngram_word_trigram=True)))
 
 
+def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    cfg = ModelConfig(family="uniform", ngram_orders=[1], match_min=4)
+    short = models.build(cfg, 8)
+    long = models.build(dataclasses.replace(cfg, match_long_buckets=True), 8)
+    ln = jnp.array([0, 1, 14, 15, 16, 31, 32, 1000, 2047, 2048, 10 ** 6], jnp.int32)
+    assert short._bucket(ln).tolist() == [0, 1, 14, 15, 15, 15, 15, 15, 15, 15, 15]
+    assert long._bucket(ln).tolist() == [0, 1, 14, 15, 16, 16, 17, 21, 22, 23, 23]
+    assert long.match_buckets == 24 and short.match_buckets == 16
+
+
+def test_sparse_contexts_and_skip_word_index_only_the_bytes_and_words_they_name():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=12, ngram_word=16,
+                                     ngram_word_skip=True, ngram_sparse=[[2, 4], [3]]), 8)
+    assert model.n_tables == 5 and model.history == 16
+    assert model.table_rows == (256, 2 ** 12, 2 ** 12, 2 ** 12, 256)  # one byte back 3 fits exactly
+
+    def rows(contexts):
+        ctx = jnp.array([list(c[-16:].rjust(16)) for c in contexts], jnp.int32)
+        return [[int(r) for r in row] for row in model._rows(ctx)]
+
+    # Bytes 2 and 4 back: "a?c?" patterns; byte 3 back alone.
+    r = rows([b"xxabcd", b"yyaXcY", b"xxQbcd", b"xxabQd"])
+    assert r[0][3] == r[1][3] and len({r[0][3], r[2][3], r[3][3]}) == 3
+    assert r[0][4] == r[2][4] == ord("b") and r[1][4] == ord("X")
+    # Skip-word: the current word and the one two before it, whatever the word between.
+    w = rows([b"of the big", b"Of A Big", b"on the big", b"of the bag"])
+    assert w[0][2] == w[1][2] and len({w[0][2], w[2][2], w[3][2]}) == 3
+    assert w[0][1] == w[2][1] != w[3][1]  # the word expert alone: only the current word
+    with pytest.raises(ConfigError, match="ngram_word_skip needs model.ngram_word"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word_skip=True)))
+    for bad in ([[]], [[2, 2]], [[0, 1]], [[33]]):
+        with pytest.raises(ConfigError, match="ngram_sparse must be lists of distinct distances"):
+            validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_sparse=bad)))
+
+
 @pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
                                                                        ("position", 0.0, 0.0, "backoff", 0.0),
                                                                        ("position", 0.05, 0.0, "additive", 0.05),
@@ -182,7 +227,8 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
     B, T = 2, 24
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
                       ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
-                      ngram_estimator=estimator, ngram_bit_lr=bit_lr)
+                      ngram_estimator=estimator, ngram_bit_lr=bit_lr, ngram_word_skip=bool(online_lr),
+                      ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr))
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T

@@ -32,8 +32,10 @@ def build(cfg: ModelConfig, seq_len: int):
     from mdlbench.models.ngram import NGramMix  # orders and rows are range-checked by config.validate
 
     return NGramMix(base, tuple(sorted(cfg.ngram_orders)), cfg.ngram_log2_rows, seq_len,
-                    update=cfg.ngram_update, match_min=cfg.match_min, word=cfg.ngram_word,
-                    word_bigram=cfg.ngram_word_bigram, word_trigram=cfg.ngram_word_trigram, online_lr=cfg.ngram_online_lr,
+                    update=cfg.ngram_update, match_min=cfg.match_min, match_long=cfg.match_long_buckets, word=cfg.ngram_word,
+                    word_bigram=cfg.ngram_word_bigram, word_trigram=cfg.ngram_word_trigram,
+                    word_skip=cfg.ngram_word_skip, sparse=tuple(tuple(sorted(p)) for p in cfg.ngram_sparse),
+                    online_lr=cfg.ngram_online_lr,
                     online_sets=cfg.ngram_online_sets,
                     alpha=cfg.ngram_alpha, estimator=cfg.ngram_estimator,
                     apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr)

@@ -40,8 +40,17 @@ positions inside the window look up the window's own bytes and insertions first.
 the current word, i.e. the trailing ASCII letters of the context (case-folded, at most ``word``
 of them), or by the last byte where the context does not end in a letter; ``word_bigram`` adds
 a table indexed by the current word and the complete word before it, ``word_trigram`` one
-indexed by those and the word before them (as far as the ``word`` bytes reach). Text repeats words
-far more reliably than it repeats fixed-length byte strings across word boundaries.
+indexed by those and the word before them (as far as the ``word`` bytes reach), ``word_skip`` one
+indexed by the current word and the word two before it (skipping the one between, as paq's word
+model does). Text repeats words far more reliably than it repeats fixed-length byte strings
+across word boundaries.
+
+``sparse`` adds count tables indexed by bytes at chosen distances back, e.g. ``(2, 3)`` (the two
+bytes before the last one) or ``(4,)``, as paq's sparse models: binary files have fields at
+fixed offsets, and a context that skips the byte just coded survives a changed byte there.
+``match_long`` gives the match model's learnt weight one value per power of two of the match
+length past 15 (up to 2048+) instead of one for all lengths past 14: a repeat that has run for
+hundreds of bytes (a table's rows, an image's runs) is surer than one of 20.
 
 ``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
 escapes (Witten-Bell): each order's counts sit on top of the next lower order's estimate, which
@@ -88,6 +97,7 @@ V = 256  # byte alphabet; the base model's BOS input (256) is read as byte 0 her
 MATCH_LOG2_BUF = 20   # bytes of history per stream the match model can point into (ring buffer)
 MATCH_LOG2_ROWS = 22  # one hash table of last occurrences for all streams
 MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned weight (0: none)
+MATCH_LONG_BUCKETS = 24  # with ``match_long``: 1..15, then 16-31, 32-63, ..., 1024-2047, 2048 or more
 NODES = V - 1         # binary decisions of the byte tree (bit-level mixer), heap order, root first
 BIT_CLIP = 12.0       # bound on an input's log-odds: additive counts reach log(n / alpha) ~ 14
 
@@ -114,9 +124,12 @@ class NGramMix(nn.Module):
     alpha: float = 0.05
     update: str = "window"
     match_min: int = 0
+    match_long: bool = False
     word: int = 0
     word_bigram: bool = False
     word_trigram: bool = False
+    word_skip: bool = False
+    sparse: tuple[tuple[int, ...], ...] = ()
     online_lr: float = 0.0
     online_sets: str = "byte"
     estimator: str = "additive"
@@ -129,15 +142,27 @@ class NGramMix(nn.Module):
         self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
         if self.match_min:
             # Starts at "ignore the match"; a weight grows for the lengths at which it is right.
-            self.match_w = self.param("match_w", nn.initializers.zeros, (MATCH_BUCKETS,))
+            self.match_w = self.param("match_w", nn.initializers.zeros, (self.match_buckets,))
+
+    @property
+    def match_buckets(self) -> int:
+        return MATCH_LONG_BUCKETS if self.match_long else MATCH_BUCKETS
 
     @property
     def history(self) -> int:
-        return max(max(self.orders), self.match_min, self.word)
+        return max((max(self.orders), self.match_min, self.word) + tuple(max(p) for p in self.sparse))
 
     @property
     def n_tables(self) -> int:
-        return len(self.orders) + (1 if self.word else 0) + (1 if self.word_bigram else 0) + (1 if self.word_trigram else 0)
+        return len(self.table_rows)
+
+    @property
+    def table_rows(self) -> tuple[int, ...]:
+        """Rows of every count table, in the order of :meth:`_rows`: the byte orders, the word
+        experts, the sparse contexts."""
+        words = sum(1 for on in (self.word, self.word_bigram, self.word_trigram, self.word_skip) if on)
+        return (tuple(self.rows_of(k) for k in self.orders) + (2 ** self.log2_rows,) * words
+                + tuple(self.rows_of(len(p)) for p in self.sparse))
 
     @property
     def per_position(self) -> bool:
@@ -165,7 +190,24 @@ class NGramMix(nn.Module):
             out.append(idx.astype(jnp.int32))
         if self.word:
             out += self._word_rows(ctx_NxH)
+        for i, dist in enumerate(self.sparse):
+            out.append(self._sparse_row(ctx_NxH, dist, i))
         return jnp.stack(out, -1)  # ..., K
+
+    def _sparse_row(self, ctx_NxH, dist, i):
+        """Row of a sparse context: the bytes ``dist`` positions back (1: the last byte), as paq's
+        sparse models; exact when they fit, else hashed with a salt of their own."""
+        c = [ctx_NxH[..., self.history - d].astype(jnp.uint32) for d in dist]
+        if V ** len(dist) <= 2 ** self.log2_rows:
+            idx = jnp.zeros(c[0].shape, jnp.uint32)
+            for b in c:
+                idx = idx * jnp.uint32(V) + b
+            return idx.astype(jnp.int32)
+        h = jnp.full(c[0].shape, 0x632BE5AB * (i + 1) & 0xFFFFFFFF, jnp.uint32)
+        for b in c:
+            h = (h ^ (b + jnp.uint32(1))) * jnp.uint32(0x85EBCA77)
+            h = h ^ (h >> jnp.uint32(13))
+        return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
 
     def _word_rows(self, ctx_NxH):
         """Rows of the word experts: a hash of the trailing letters (case-folded), else of the last
@@ -201,9 +243,11 @@ class NGramMix(nn.Module):
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
         out = [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
+        before = letter & (after == jnp.where(ends_in_word, 2, 1))
         if self.word_trigram:  # and the word before that
-            before = letter & (after == jnp.where(ends_in_word, 2, 1))
             out.append(row(h + word_hash(previous, 0x3C6EF372) + word_hash(before, 0x5BD1E995)))
+        if self.word_skip:  # the current word and the one before the previous, skipping that
+            out.append(row(h + word_hash(before, 0x1B873593)))
         return out
 
     @staticmethod
@@ -506,8 +550,16 @@ class NGramMix(nn.Module):
         # A byte not yet coded (or already out of the ring) cannot be predicted: the match ends.
         ln = jnp.where((at < n_new[src]) & (n0[src] - at <= N), ln, 0)
         pred = byte_at(src, at)
-        bucket = jnp.where(ln > 0, jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
-        return (n_new, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, bucket
+        return (n_new, src, at, ln, n0, wbytes_BxT, whash_BxT, wval_BxT), pred, self._bucket(ln)
+
+    def _bucket(self, ln):
+        """The weight index of match length ``ln`` (0: no match)."""
+        if not self.match_long:
+            return jnp.where(ln > 0, jnp.minimum(ln, MATCH_BUCKETS - 1), 0)
+        # A long repeat (a table's rows, an image's runs) is surer than a short one: lengths past
+        # 15 get a weight per power of two, counted by comparisons (no float log).
+        octave = sum((ln >= 2 ** k).astype(jnp.int32) for k in range(5, 4 + MATCH_LONG_BUCKETS - 16))
+        return jnp.where(ln > 0, jnp.where(ln < 16, ln, 16 + octave), 0)
 
     def _match_commit(self, m, w):
         """The carried state after a window: its bytes into the rings, the last insertion of
@@ -616,9 +668,7 @@ class NGramMix(nn.Module):
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB) + rest
 
     def zero_state(self, batch: int):
-        tables = tuple(jnp.zeros((self.rows_of(k), V), jnp.float32) for k in self.orders)
-        tables += tuple(jnp.zeros((2 ** self.log2_rows, V), jnp.float32)
-                        for _ in range(self.n_tables - len(self.orders)))  # the word experts
+        tables = tuple(jnp.zeros((r, V), jnp.float32) for r in self.table_rows)
         rest = (self._zero_match(batch),) if self.match_min else ()
         rest += (self._zero_online(batch),) if self.online_lr else ()
         return (self.base.zero_state(batch), self._no_pending(tables, batch),
