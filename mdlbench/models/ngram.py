@@ -173,21 +173,8 @@ class NGramMix(nn.Module):
 
     def _rows(self, ctx_NxH):
         """row index of every order's table for contexts ``ctx_NxH`` (last column = most recent)."""
-        out = []
-        for k in self.orders:
-            c = ctx_NxH[..., self.history - k:].astype(jnp.uint32)  # ..., k (oldest first)
-            if V ** k <= 2 ** self.log2_rows:
-                idx = jnp.zeros(c.shape[:-1], jnp.uint32)
-                for j in range(k):
-                    idx = idx * jnp.uint32(V) + c[..., j]
-            else:
-                # Multiplicative hash in uint32 (wrap-around is defined): same bits everywhere.
-                h = jnp.full(c.shape[:-1], 0x9E3779B1 * (k + 1) & 0xFFFFFFFF, jnp.uint32)
-                for j in range(k):
-                    h = (h ^ (c[..., j] + jnp.uint32(1))) * jnp.uint32(0x85EBCA77)
-                    h = h ^ (h >> jnp.uint32(13))
-                idx = h >> jnp.uint32(32 - self.log2_rows)
-            out.append(idx.astype(jnp.int32))
+        out = [self._context_row([ctx_NxH[..., self.history - k + j] for j in range(k)], 0x9E3779B1 * (k + 1))
+               for k in self.orders]  # each order's bytes oldest first
         if self.word:
             out += self._word_rows(ctx_NxH)
         for i, dist in enumerate(self.sparse):
@@ -196,14 +183,20 @@ class NGramMix(nn.Module):
 
     def _sparse_row(self, ctx_NxH, dist, i):
         """Row of a sparse context: the bytes ``dist`` positions back (1: the last byte), as paq's
-        sparse models; exact when they fit, else hashed with a salt of their own."""
-        c = [ctx_NxH[..., self.history - d].astype(jnp.uint32) for d in dist]
-        if V ** len(dist) <= 2 ** self.log2_rows:
+        sparse models, with a hash seed of their own."""
+        return self._context_row([ctx_NxH[..., self.history - d] for d in dist], 0x632BE5AB * (i + 1))
+
+    def _context_row(self, cols, seed):
+        """Row of the context made of the byte columns ``cols``: exact when their 256**len
+        contexts fit the table, else a multiplicative hash in uint32 (wrap-around is defined:
+        the same bits everywhere) from ``seed``."""
+        c = [b.astype(jnp.uint32) for b in cols]
+        if V ** len(c) <= 2 ** self.log2_rows:
             idx = jnp.zeros(c[0].shape, jnp.uint32)
             for b in c:
                 idx = idx * jnp.uint32(V) + b
             return idx.astype(jnp.int32)
-        h = jnp.full(c[0].shape, 0x632BE5AB * (i + 1) & 0xFFFFFFFF, jnp.uint32)
+        h = jnp.full(c[0].shape, seed & 0xFFFFFFFF, jnp.uint32)
         for b in c:
             h = (h ^ (b + jnp.uint32(1))) * jnp.uint32(0x85EBCA77)
             h = h ^ (h >> jnp.uint32(13))
@@ -242,10 +235,11 @@ class NGramMix(nn.Module):
 
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
-        out = [row(h)] + ([row(h + word_hash(previous, 0x3C6EF372))] if self.word_bigram else [])
+        pair = h + word_hash(previous, 0x3C6EF372)
+        out = [row(h)] + ([row(pair)] if self.word_bigram else [])
         before = letter & (after == jnp.where(ends_in_word, 2, 1))
         if self.word_trigram:  # and the word before that
-            out.append(row(h + word_hash(previous, 0x3C6EF372) + word_hash(before, 0x5BD1E995)))
+            out.append(row(pair + word_hash(before, 0x5BD1E995)))
         if self.word_skip:  # the current word and the one before the previous, skipping that
             out.append(row(h + word_hash(before, 0x1B873593)))
         return out
