@@ -323,6 +323,7 @@ def method_label(cfg: Config) -> str:
         label += "tri" if m.ngram_word_trigram else ""
         label += "skip" if m.ngram_word_skip else ""
         label += f" + sparse{'_'.join('.'.join(str(d) for d in sorted(p)) for p in m.ngram_sparse)}" if m.ngram_sparse else ""
+        label += f"@{m.ngram_sparse_gate:g}" if m.ngram_sparse and m.ngram_sparse_gate != 0.3 else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""

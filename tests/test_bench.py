@@ -208,6 +208,22 @@ def test_sparse_contexts_and_skip_word_index_only_the_bytes_and_words_they_name(
             validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_sparse=bad)))
 
 
+def test_sparse_experts_start_at_their_own_gate_weight():
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_sparse=[[2], [3]], ngram_sparse_gate=0.0)
+    model = models.build(cfg, 8)
+    x = jnp.zeros((1, 8), jnp.int32)
+    bias = model.init(jax.random.PRNGKey(0), x, model.zero_state(1))["params"]["mix"]["bias"]
+    assert bias.tolist() == pytest.approx([0.3, 0.3, 0.0, 0.0])  # the two orders, then the two sparse tables
+    default = models.build(ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_sparse=[[2]]), 8)
+    assert default.init(jax.random.PRNGKey(0), x, default.zero_state(1))["params"]["mix"]["bias"].tolist() == pytest.approx([0.3] * 3)
+
+
 @pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
                                                                        ("position", 0.0, 0.0, "backoff", 0.0),
                                                                        ("position", 0.05, 0.0, "additive", 0.05),

@@ -48,6 +48,7 @@ across word boundaries.
 ``sparse`` adds count tables indexed by bytes at chosen distances back, e.g. ``(2, 3)`` (the two
 bytes before the last one) or ``(4,)``, as paq's sparse models: binary files have fields at
 fixed offsets, and a context that skips the byte just coded survives a changed byte there.
+``sparse_gate`` is their starting weight in the product (the other experts start at 0.3).
 ``match_long`` gives the match model's learnt weight one value per power of two of the match
 length past 15 (up to 2048+) instead of one for all lengths past 14: a repeat that has run for
 hundreds of bytes (a table's rows, an image's runs) is surer than one of 20.
@@ -130,6 +131,7 @@ class NGramMix(nn.Module):
     word_trigram: bool = False
     word_skip: bool = False
     sparse: tuple[tuple[int, ...], ...] = ()
+    sparse_gate: float = 0.3
     online_lr: float = 0.0
     online_sets: str = "byte"
     estimator: str = "additive"
@@ -139,7 +141,10 @@ class NGramMix(nn.Module):
     def setup(self):
         k = self.n_tables
         # Starts as "trust every order a little"; the evidence features then learn when to lean.
-        self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
+        # The sparse experts may start elsewhere (``sparse_gate``): on a file where they only add
+        # noise, 0 keeps them out of the product until the gate has learnt they help.
+        start_K = jnp.array([0.3] * (k - len(self.sparse)) + [self.sparse_gate] * len(self.sparse), jnp.float32)
+        self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=lambda key, shape, dtype=jnp.float32: start_K.astype(dtype))
         if self.match_min:
             # Starts at "ignore the match"; a weight grows for the lengths at which it is right.
             self.match_w = self.param("match_w", nn.initializers.zeros, (self.match_buckets,))
