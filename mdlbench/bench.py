@@ -323,11 +323,12 @@ def method_label(cfg: Config) -> str:
         label += "tri" if m.ngram_word_trigram else ""
         label += "skip" if m.ngram_word_skip else ""
         label += f" + sparse{'_'.join('.'.join(str(d) for d in sorted(p)) for p in m.ngram_sparse)}" if m.ngram_sparse else ""
-        label += f"@{m.ngram_sparse_gate:g}" if m.ngram_sparse and m.ngram_sparse_gate != 0.3 else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""
         label += f" backoff{m.ngram_alpha:g}" if m.ngram_estimator == "backoff" else ""
+        label += f" floor{m.ngram_logp_floor:g}" if m.ngram_logp_floor else ""
+        label += " owngate" if m.ngram_gate == "own" else ""
         label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
     if m.context:
         label += f" mem{m.context}"

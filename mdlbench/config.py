@@ -55,8 +55,12 @@ class ModelConfig:
       ngram_sparse: sparse byte contexts, each a list of distances back (1: the last byte), e.g.
         ``[[2, 3], [1, 3]]``: one count table each (hashed beyond ``ngram_log2_rows``), as paq's
         sparse models.
-      ngram_sparse_gate: the starting weight of the sparse experts in the product (the trained
-        gate's bias; every other expert starts at 0.3).
+      ngram_gate: how each count expert's weight in the product is computed from the evidence
+        features (the log of its context's count, its top byte's share): ``full`` (a dense layer
+        over every expert's features) or ``own`` (a weight per feature of the expert's own two,
+        plus a bias: nothing for Adam to couple across experts).
+      ngram_logp_floor: > 0: every count expert's log-probabilities are bounded below by minus
+        this (nats) before they enter the product; 0 for no bound.
       ngram_online_lr: learning rate of the online mixer: a correction to each expert's mixing
         weight, updated at every coded byte by a gradient step on that byte's log loss (carried
         state, like the counts, not a parameter); 0 for none.
@@ -101,7 +105,8 @@ class ModelConfig:
     ngram_word_trigram: bool = False
     ngram_word_skip: bool = False
     ngram_sparse: list[list[int]] = field(default_factory=list)
-    ngram_sparse_gate: float = 0.3
+    ngram_logp_floor: float = 0.0
+    ngram_gate: str = "full"
     ngram_online_lr: float = 0.0
     ngram_online_sets: str = "byte"
     ngram_alpha: float = 0.05
@@ -420,8 +425,8 @@ def validate(cfg: Config) -> None:
                                      for p in sparse)):
         raise ConfigError(f"model.ngram_sparse must be lists of distinct distances in 1..32, with model.ngram_orders "
                           f"set, got {sparse} with ngram_orders={orders}")
-    if not -10.0 <= cfg.model.ngram_sparse_gate <= 10.0:  # also rejects nan
-        raise ConfigError(f"model.ngram_sparse_gate must be a starting weight in -10..10, got {cfg.model.ngram_sparse_gate}")
+    if not 0.0 <= cfg.model.ngram_logp_floor <= 100.0:
+        raise ConfigError(f"model.ngram_logp_floor must be 0 (no bound) or a bound in nats up to 100, got {cfg.model.ngram_logp_floor}")
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):
         raise ConfigError(f"model.ngram_online_lr must be >= 0 (0: no online mixer), and > 0 only with "
                           f"model.ngram_orders set, got {cfg.model.ngram_online_lr} with ngram_orders={orders}")
@@ -435,6 +440,8 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.model.ngram_bit_lr}")
     if cfg.model.ngram_estimator not in ("additive", "backoff"):
         raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
+    if cfg.model.ngram_gate not in ("full", "own"):
+        raise ConfigError(f"model.ngram_gate must be 'full' or 'own', got {cfg.model.ngram_gate!r}")
     if cfg.model.ngram_online_sets not in ("one", "byte"):
         raise ConfigError(f"model.ngram_online_sets must be 'one' or 'byte', got {cfg.model.ngram_online_sets!r}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):

@@ -208,20 +208,44 @@ def test_sparse_contexts_and_skip_word_index_only_the_bytes_and_words_they_name(
             validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_sparse=bad)))
 
 
-def test_sparse_experts_start_at_their_own_gate_weight():
+def test_own_gate_weighs_each_expert_by_its_own_evidence_only():
+    import jax
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_gate="own"), 8)
+    x = jnp.zeros((1, 8), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), x, model.zero_state(1))
+    assert set(params["params"]) == {"own", "own_bias"} and params["params"]["own_bias"].tolist() == pytest.approx([0.3, 0.3])
+    params = {"params": {"own": jnp.array([[0.5, -1.0], [2.0, 3.0]]), "own_bias": jnp.array([0.1, 0.2])}}
+    counts_NxKxV = jnp.zeros((2, 2, 256)).at[0, :, 7].set(3.0).at[1, 0, 7].set(3.0).at[1, 1, :4].set(5.0)
+    _, w_NxK = model.apply(params, counts_NxKxV, method="_gate")
+    log4 = float(jnp.log1p(3.0))
+    assert w_NxK[0].tolist() == pytest.approx([0.1 + 0.5 * log4 + 2.0 * 0.75, 0.2 - log4 + 3.0 * 0.75], rel=1e-6)
+    assert float(w_NxK[1, 0]) == float(w_NxK[0, 0])  # the other expert's counts changed, this weight did not
+    with pytest.raises(ConfigError, match="ngram_gate must be 'full' or 'own'"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_gate="diag")))
+
+
+def test_logp_floor_bounds_every_count_experts_evidence_and_nothing_else():
     import jax
     import jax.numpy as jnp
 
     from mdlbench import models
     from mdlbench.config import ModelConfig
 
-    cfg = ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_sparse=[[2], [3]], ngram_sparse_gate=0.0)
-    model = models.build(cfg, 8)
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_alpha=0.1)
+    free, floored = models.build(cfg, 8), models.build(dataclasses.replace(cfg, ngram_logp_floor=8.0), 8)
     x = jnp.zeros((1, 8), jnp.int32)
-    bias = model.init(jax.random.PRNGKey(0), x, model.zero_state(1))["params"]["mix"]["bias"]
-    assert bias.tolist() == pytest.approx([0.3, 0.3, 0.0, 0.0])  # the two orders, then the two sparse tables
-    default = models.build(ModelConfig(family="uniform", ngram_orders=[1, 2], ngram_log2_rows=10, ngram_sparse=[[2]]), 8)
-    assert default.init(jax.random.PRNGKey(0), x, default.zero_state(1))["params"]["mix"]["bias"].tolist() == pytest.approx([0.3] * 3)
+    params = free.init(jax.random.PRNGKey(0), x, free.zero_state(1))
+    counts_NxKxV = jnp.zeros((3, 2, 256)).at[:, :, 0].set(jnp.array([[0.0], [10.0], [1e5]]))  # unseen, seen, seen a lot
+    lp_free, w_free = free.apply(params, counts_NxKxV, method="_gate")
+    lp, w = floored.apply(params, counts_NxKxV, method="_gate")
+    assert float(lp.min()) == pytest.approx(-8.0) and float(lp_free.min()) < -13  # log(0.1 / 1e5) bounded at -8
+    assert jnp.array_equal(lp, jnp.maximum(lp_free, -8.0)) and jnp.array_equal(w, w_free)  # the gate is untouched
+    assert jnp.array_equal(lp[:2], lp_free[:2])  # few counts: every estimate is above the floor
 
 
 @pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
@@ -230,7 +254,8 @@ def test_sparse_experts_start_at_their_own_gate_weight():
                                                                        ("position", 0.05, 0.05, "backoff", 0.05)])
 def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator, bit_lr):
     """The training forward replays the coder's per-position updates: its logits are the coding
-    path's (to float rounding), its carried state (counts, word counts, match model) is the coding
+    path's (to float rounding), what it computes before them (counts, match predictions) is what
+    the coding scan recorded, exactly, its carried state (counts, word counts, match model) is the coding
     path's exactly (the online mixer's weights to float rounding: they are sums of float gradients),
     and the match model predicts the byte that comes next in a repeat, also of what another
     stream coded (one table for all streams)."""
@@ -260,6 +285,10 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
             logits_t, cache = model.apply(params, x[:, t], cache, t, method="decode")
             rows.append(logits_t)
         np.testing.assert_allclose(np.asarray(logits_f), np.stack(rows, 1), rtol=1e-5, atol=1e-5)
+        # The coding scan's record of what each position saw is the training forward's input, exactly.
+        want = jax.tree_util.tree_leaves(model.apply(params, x, state, method="prepare"))
+        got = jax.tree_util.tree_leaves(model.apply(params, x, state, cache, method="prepare_coded"))
+        assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))
         state_c = model.next_state(cache, state)
         exact = 4 if online_lr else len(state_c)  # the online mixer's state is last
         for a, b in zip(jax.tree_util.tree_leaves(state_f[1:exact]), jax.tree_util.tree_leaves(state_c[1:exact])):

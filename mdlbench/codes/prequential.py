@@ -483,16 +483,27 @@ class Program:
             cache = model.apply(params, state, B, method="init_cache")
             (cache, last_B), (sym_TxB, lp_TxB) = jax.lax.scan(position, (cache, prev_B), jnp.arange(T))
             ideal_bits = -(lp_TxB.T * mask_BxT).sum() / LN2
-            return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state)
+            return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state), cache
 
-        def train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+        # A module whose coding cache records what the training forward needs (the counts each
+        # position saw) hands it over instead of a recomputation (NGramMix.prepare_coded).
+        coded = hasattr(model, "prepare_coded")
+
+        def prepared_from(params, state, prev_B, x_BxT, cache):
+            if not coded:
+                return None
+            inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
+            return model.apply(params, inputs_BxT, state, cache, method="prepare_coded")
+
+        def train(params, opt_state, state, prev_B, x_BxT, mask_BxT, prepared=None):
             """``updates_per_batch`` optimiser steps on the window just coded. Also returns the
             loss before the first update (mean nats per byte: Rae's estimate sums it) and the
             carried state after the window as the training forward computes it."""
             inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
             grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
             loss0 = state0 = None
-            prepared = model.apply(params, inputs_BxT, state, method="prepare") if prepares else None
+            if prepared is None and prepares:
+                prepared = model.apply(params, inputs_BxT, state, method="prepare")
             for _ in range(cfg.optim.updates_per_batch):
                 (loss, next_state), grads = grad_fn(params, state, inputs_BxT, x_BxT, mask_BxT, prepared)
                 if loss0 is None:
@@ -501,9 +512,9 @@ class Program:
                 params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
             return params, opt_state, loss0, state0
 
-        def plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT):
+        def plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT, prepared=None):
             """The updates of one step from a settled ``state``."""
-            params, opt_state, loss0, _ = train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            params, opt_state, loss0, _ = train(params, opt_state, state, prev_B, x_BxT, mask_BxT, prepared)
             return params, opt_state, loss0
 
         def estimate(params, opt_state, state, prev_B, x_BxT, mask_BxT):
@@ -514,8 +525,9 @@ class Program:
 
         def step(params, opt_state, state, prev_B, step_idx, mask_BxT):
             state = settle(state)
-            x_BxT, ideal_bits, last_B, next_state = code(params, state, prev_B, step_idx, mask_BxT)
-            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            x_BxT, ideal_bits, last_B, next_state, cache = code(params, state, prev_B, step_idx, mask_BxT)
+            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT,
+                                                   prepared_from(params, state, prev_B, x_BxT, cache))
             return params, opt_state, next_state, last_B, ideal_bits, loss0
 
         def code_device(params, state, prev_B, mask_BxT, prec_BxT, known_BxT, decoding, buf_KxN, length_K, *words_K):
@@ -576,13 +588,15 @@ class Program:
             (cache, last_B, *words_K), (sym_TxB, lp_TxB, start_TxB, f_TxB) = jax.lax.scan(
                 position, (cache, prev_B, *words_K), (jnp.arange(T), prec_BxT.T, known_BxT.T, (mask_BxT > 0).T))
             ideal_bits = -(lp_TxB.T * mask_BxT).sum() / LN2
-            return sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state), start_TxB.T, f_TxB.T, tuple(words_K)
+            return (sym_TxB.T, ideal_bits, last_B, model.next_state(cache, state), start_TxB.T, f_TxB.T, tuple(words_K),
+                    cache)
 
         def step_device(params, opt_state, state, prev_B, mask_BxT, *coder_inputs):
             state = settle(state)
-            x_BxT, ideal_bits, last_B, next_state, start_BxT, f_BxT, words_B = code_device(
+            x_BxT, ideal_bits, last_B, next_state, start_BxT, f_BxT, words_B, cache = code_device(
                 params, state, prev_B, mask_BxT, *coder_inputs)
-            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT)
+            params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT,
+                                                   prepared_from(params, state, prev_B, x_BxT, cache))
             return params, opt_state, next_state, last_B, ideal_bits, loss0, x_BxT, start_BxT, f_BxT, words_B
 
         n_dev = cfg.code.devices
@@ -610,7 +624,7 @@ class Program:
             mesh = Mesh(np.array(devices[:n_dev]), ("data",))
             rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
             first = jax.sharding.SingleDeviceSharding(devices[0])
-            code_j = jax.jit(code)
+            code_j = jax.jit(lambda *a: code(*a)[:4])  # not the cache: it holds the tables
             train_j = jax.jit(plain_train, in_shardings=(rep, rep, rep, split, split, split),
                               out_shardings=(rep, rep, rep))
             state_sharding = rep  # carried model state stays replicated (small)

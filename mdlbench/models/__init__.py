@@ -35,7 +35,7 @@ def build(cfg: ModelConfig, seq_len: int):
                     update=cfg.ngram_update, match_min=cfg.match_min, match_long=cfg.match_long_buckets, word=cfg.ngram_word,
                     word_bigram=cfg.ngram_word_bigram, word_trigram=cfg.ngram_word_trigram,
                     word_skip=cfg.ngram_word_skip, sparse=tuple(tuple(sorted(p)) for p in cfg.ngram_sparse),
-                    sparse_gate=cfg.ngram_sparse_gate,
+                    logp_floor=cfg.ngram_logp_floor, gate=cfg.ngram_gate,
                     online_lr=cfg.ngram_online_lr,
                     online_sets=cfg.ngram_online_sets,
                     alpha=cfg.ngram_alpha, estimator=cfg.ngram_estimator,
