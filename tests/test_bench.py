@@ -287,7 +287,7 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
         np.testing.assert_allclose(np.asarray(logits_f), np.stack(rows, 1), rtol=1e-5, atol=1e-5)
         # The coding scan's record of what each position saw is the training forward's input, exactly.
         want = jax.tree_util.tree_leaves(model.apply(params, x, state, method="prepare"))
-        got = jax.tree_util.tree_leaves(model.apply(params, x, state, cache, method="prepare_coded"))
+        got = jax.tree_util.tree_leaves(model.apply(params, state, cache, method="prepare_coded"))
         assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))
         state_c = model.next_state(cache, state)
         exact = 4 if online_lr else len(state_c)  # the online mixer's state is last

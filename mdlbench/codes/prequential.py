@@ -489,11 +489,8 @@ class Program:
         # position saw) hands it over instead of a recomputation (NGramMix.prepare_coded).
         coded = hasattr(model, "prepare_coded")
 
-        def prepared_from(params, state, prev_B, x_BxT, cache):
-            if not coded:
-                return None
-            inputs_BxT = jnp.concatenate([prev_B[:, None], x_BxT[:, :-1]], axis=1)
-            return model.apply(params, inputs_BxT, state, cache, method="prepare_coded")
+        def prepared_from(params, state, cache):
+            return model.apply(params, state, cache, method="prepare_coded") if coded else None
 
         def train(params, opt_state, state, prev_B, x_BxT, mask_BxT, prepared=None):
             """``updates_per_batch`` optimiser steps on the window just coded. Also returns the
@@ -527,7 +524,7 @@ class Program:
             state = settle(state)
             x_BxT, ideal_bits, last_B, next_state, cache = code(params, state, prev_B, step_idx, mask_BxT)
             params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT,
-                                                   prepared_from(params, state, prev_B, x_BxT, cache))
+                                                   prepared_from(params, state, cache))
             return params, opt_state, next_state, last_B, ideal_bits, loss0
 
         def code_device(params, state, prev_B, mask_BxT, prec_BxT, known_BxT, decoding, buf_KxN, length_K, *words_K):
@@ -596,7 +593,7 @@ class Program:
             x_BxT, ideal_bits, last_B, next_state, start_BxT, f_BxT, words_B, cache = code_device(
                 params, state, prev_B, mask_BxT, *coder_inputs)
             params, opt_state, loss0 = plain_train(params, opt_state, state, prev_B, x_BxT, mask_BxT,
-                                                   prepared_from(params, state, prev_B, x_BxT, cache))
+                                                   prepared_from(params, state, cache))
             return params, opt_state, next_state, last_B, ideal_bits, loss0, x_BxT, start_BxT, f_BxT, words_B
 
         n_dev = cfg.code.devices

@@ -731,15 +731,13 @@ class NGramMix(nn.Module):
         rest += (cache[-1],) if self.online_lr else ()
         return (self.base.next_state(base_cache, state[0]), (tables, rows_TxBxK, tgt_TxB), hist_BxH) + rest
 
-    def prepare_coded(self, inputs_BxT, state: Any, cache: Any):
-        """:meth:`prepare`'s result, taken from the coding scan's final ``cache`` instead of
-        recomputed: the counts every position saw are sums of 1.0 on both paths, so they are
-        the same numbers, and the match model's predictions are the same integers. The step
-        that codes a window then trains on it without a second pass over the tables."""
-        del inputs_BxT  # the window the cache was coded from
-        seen = cache[5]
+    def prepare_coded(self, state: Any, cache: Any):
+        """:meth:`prepare`'s result for the window the coding scan just coded from ``state``,
+        taken from its final ``cache`` instead of recomputed: the counts every position saw are
+        sums of 1.0 on both paths, so they are the same numbers, and the match model's
+        predictions are the same integers. The step that codes a window then trains on it
+        without a second pass over the tables."""
+        seen, after = cache[5], self.next_state(cache, state)
         match = seen[1:] if self.match_min else None
-        carried = self.next_state(cache, state)[1:3]
-        if self.match_min:
-            carried = carried + (self.next_state(cache, state)[3],)
+        carried = after[1:3] + ((after[3],) if self.match_min else ())
         return jax.lax.stop_gradient((seen[0], match, carried))
