@@ -326,6 +326,7 @@ def method_label(cfg: Config) -> str:
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""
+        label += f" decay{m.ngram_bit_decay:g}" if m.ngram_bit_decay else ""
         label += f" backoff{m.ngram_alpha:g}" if m.ngram_estimator == "backoff" else ""
         label += f" floor{m.ngram_logp_floor:g}" if m.ngram_logp_floor else ""
         label += " owngate" if m.ngram_gate == "own" else ""

@@ -78,6 +78,9 @@ class ModelConfig:
         that tree the mixture's log-odds for the next bit get learnt corrections from the base
         model's, the match model's and a bias, stepped at every coded byte on the bits it took;
         0 for none.
+      ngram_bit_decay: with ``ngram_bit_lr``, each node's rate decays as
+        ``ngram_bit_lr / sqrt(1 + n / ngram_bit_decay)``, n the bytes whose path crossed it; 0
+        for a constant rate.
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -113,6 +116,7 @@ class ModelConfig:
     ngram_estimator: str = "additive"
     ngram_apm_lr: float = 0.0
     ngram_bit_lr: float = 0.0
+    ngram_bit_decay: float = 0.0
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -438,6 +442,9 @@ def validate(cfg: Config) -> None:
     if not cfg.model.ngram_bit_lr >= 0 or (cfg.model.ngram_bit_lr and not cfg.model.ngram_online_lr):
         raise ConfigError(f"model.ngram_bit_lr must be >= 0 (0: none), and > 0 only with model.ngram_online_lr > 0, "
                           f"got {cfg.model.ngram_bit_lr}")
+    if not cfg.model.ngram_bit_decay >= 0 or (cfg.model.ngram_bit_decay and not cfg.model.ngram_bit_lr):
+        raise ConfigError(f"model.ngram_bit_decay must be >= 0 (0: a constant rate), and > 0 only with "
+                          f"model.ngram_bit_lr > 0, got {cfg.model.ngram_bit_decay}")
     if cfg.model.ngram_estimator not in ("additive", "backoff"):
         raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
     if cfg.model.ngram_gate not in ("full", "own"):

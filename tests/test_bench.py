@@ -248,11 +248,13 @@ def test_logp_floor_bounds_every_count_experts_evidence_and_nothing_else():
     assert jnp.array_equal(lp[:2], lp_free[:2])  # few counts: every estimate is above the floor
 
 
-@pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr", [("window", 0.0, 0.0, "additive", 0.0),
-                                                                       ("position", 0.0, 0.0, "backoff", 0.0),
-                                                                       ("position", 0.05, 0.0, "additive", 0.05),
-                                                                       ("position", 0.05, 0.05, "backoff", 0.05)])
-def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator, bit_lr):
+@pytest.mark.parametrize("update,online_lr,apm_lr,estimator,bit_lr,bit_decay",
+                         [("window", 0.0, 0.0, "additive", 0.0, 0.0),
+                          ("position", 0.0, 0.0, "backoff", 0.0, 0.0),
+                          ("position", 0.05, 0.0, "additive", 0.05, 0.0),
+                          ("position", 0.05, 0.05, "backoff", 0.05, 10.0)])
+def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, online_lr, apm_lr, estimator, bit_lr,
+                                                                    bit_decay):
     """The training forward replays the coder's per-position updates: its logits are the coding
     path's (to float rounding), what it computes before them (counts, match predictions) is what
     the coding scan recorded, exactly, its carried state (counts, word counts, match model) is the coding
@@ -268,7 +270,8 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
     B, T = 2, 24
     cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_update=update, match_min=4,
                       ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
-                      ngram_estimator=estimator, ngram_bit_lr=bit_lr, ngram_word_skip=bool(online_lr),
+                      ngram_estimator=estimator, ngram_bit_lr=bit_lr, ngram_bit_decay=bit_decay,
+                      ngram_word_skip=bool(online_lr),
                       ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr))
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
@@ -308,6 +311,11 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
     if bit_lr:
         w_GxN = np.asarray(state[4][4 + (3 if apm_lr else 0)])
         assert np.isfinite(w_GxN).all() and np.abs(w_GxN).max() > 0  # from zero, it stepped on the coded bits
+    if bit_decay:
+        c_N = np.asarray(state[4][4 + (3 if apm_lr else 0) + 3])
+        # Every input byte took the step of the position before it along its 8 nodes, the root
+        # among them (here every input is a byte, no BOS: the windows are fed as inputs).
+        assert c_N.sum() == 8 * c_N[0] and c_N[0] == B * 2 * T
     buf, _, (n, src, at, ln, *_) = jax.tree_util.tree_map(np.asarray, state[3])
     assert list(n) == [2 * T, 2 * T] and (ln > 0).all()
     # Both streams are inside a repeat of stream 0's first window: the next byte starts a third copy.
@@ -422,6 +430,7 @@ def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
                                              ("model.ngram_estimator=ppm", "ngram_estimator"),
                                              ("model.ngram_apm_lr=-1", "ngram_apm_lr"),
                                              ("model.ngram_bit_lr=-1", "ngram_bit_lr"),
+                                             ("model.ngram_bit_decay=100", "ngram_bit_decay"),
                                              ("model.ngram_alpha=0", "ngram_alpha")])
 def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, needle):
     r = run_cli("bench", override, cwd=tmp_path)

@@ -39,7 +39,8 @@ def build(cfg: ModelConfig, seq_len: int):
                     online_lr=cfg.ngram_online_lr,
                     online_sets=cfg.ngram_online_sets,
                     alpha=cfg.ngram_alpha, estimator=cfg.ngram_estimator,
-                    apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr)
+                    apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr,
+                    bit_decay=cfg.ngram_bit_decay)
 
 
 def _build_base(cfg: ModelConfig, seq_len: int):

@@ -94,6 +94,9 @@ network for the first bits (letter or not, case) and not for the last ones. Meas
 (experiments/bench/README.md, levers table): the mixture's own weight stays 1 (learnt, it and
 the trained models under it traded scale and the code drifted away); the count experts as
 inputs of their own cost ~40 % of the speed and coded longer.
+``bit_decay > 0`` lets each node's rate decay as ``bit_lr / sqrt(1 + n / bit_decay)``, n the
+bytes whose path crossed that node: at a constant rate the mixer's early gain faded as the models
+under it matured (levers table).
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class NGramMix(nn.Module):
     estimator: str = "additive"
     apm_lr: float = 0.0
     bit_lr: float = 0.0
+    bit_decay: float = 0.0
 
     def setup(self):
         k = self.n_tables
@@ -338,7 +342,8 @@ class NGramMix(nn.Module):
     # x_BxFxV, their expectation e_BxF under its mixture, and its weight set s_B), applied when
     # the byte that position predicted arrives as the next input; with ``apm_lr`` then (the bias
     # b_VxV; pending: the mixture's p_BxV and its context ctx_B, -1 for none); with ``bit_lr``
-    # then (the bit mixer's weights W_GxN; pending: its inputs s_BxGxN and outputs z_BxN).
+    # then (the bit mixer's weights W_GxN; pending: its inputs s_BxGxN and outputs z_BxN), and
+    # with ``bit_decay`` the bytes each node has learnt from, c_N.
 
     @property
     def n_features(self) -> int:
@@ -368,6 +373,8 @@ class NGramMix(nn.Module):
             # The corrections start at zero: the bit mixer starts as the identity.
             w_GxN = jnp.zeros((G, NODES), jnp.float32)
             out += (w_GxN, jnp.zeros((batch, G, NODES), jnp.float32), jnp.zeros((batch, NODES), jnp.float32))
+            if self.bit_decay:  # how many coded bytes each node has learnt from (sums of 1.0: exact)
+                out += (jnp.zeros((NODES,), jnp.float32),)
         return out
 
     def _online_learn(self, online, input_B):
@@ -389,7 +396,11 @@ class NGramMix(nn.Module):
             online = online[:a] + (b_CxV,) + online[a + 1:]
         if self.bit_lr:
             a = self._bits_at
-            online = online[:a] + (self._bit_learn(*online[a:a + 3], input_B),) + online[a + 1:]
+            if self.bit_decay:
+                w_GxN, c_N = self._bit_learn(*online[a:a + 3], input_B, online[a + 3])
+                online = online[:a] + (w_GxN,) + online[a + 1:a + 3] + (c_N,)
+            else:
+                online = online[:a] + (self._bit_learn(*online[a:a + 3], input_B),) + online[a + 1:]
         return online
 
     def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B, fixed_BxGxN=None):
@@ -416,6 +427,7 @@ class NGramMix(nn.Module):
             z_BxN = self._odds(mixture_BxV) + jnp.einsum("bgn,gn->bn", fixed_BxGxN, w_GxN)
             logits_BxV = self._bit_logp(z_BxN)
             new += (w_GxN, jax.lax.stop_gradient(fixed_BxGxN), jax.lax.stop_gradient(z_BxN))
+            new += (online[self._bits_at + 3],) if self.bit_decay else ()
         return logits_BxV, new
 
     # ------------------------------------------------------------------ bit-level mixer
@@ -464,8 +476,12 @@ class NGramMix(nn.Module):
             cum = jnp.stack([cum + jax.nn.log_sigmoid(-z_d), cum + jax.nn.log_sigmoid(z_d)], -1).reshape(lead + (2 ** (d + 1),))
         return cum
 
-    def _bit_learn(self, w_GxN, s_BxGxN, z_BxN, input_B):
-        """The weights after the step on the pending position's 8 bits (target ``input_B``)."""
+    def _bit_learn(self, w_GxN, s_BxGxN, z_BxN, input_B, c_N=None):
+        """The weights after the step on the pending position's 8 bits (target ``input_B``).
+
+        With ``bit_decay`` (and ``c_N``, the bytes each node has learnt from), each node steps at
+        ``bit_lr / sqrt(1 + c_N / bit_decay)`` and the counts come back too: the early gain of
+        large steps without their noise once the models under the mixer have matured."""
         valid = (input_B < V).astype(jnp.float32)
         y_B = self._bytes(input_B)
         d = jnp.arange(8)
@@ -475,7 +491,12 @@ class NGramMix(nn.Module):
         # err at each node of the path, 0 elsewhere: a B x N row per stream, then one product.
         err_BxN = jnp.einsum("bd,bdn->bn", err_Bx8, jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32))
         step_GxN = jnp.einsum("bn,bgn->gn", err_BxN, s_BxGxN, precision=jax.lax.Precision.HIGHEST)
-        return w_GxN + self.bit_lr * step_GxN
+        if c_N is None:
+            return w_GxN + self.bit_lr * step_GxN
+        lr_N = self.bit_lr / jnp.sqrt(1.0 + c_N / self.bit_decay)
+        hits_N = jnp.einsum("b,bdn->n", valid, jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32),
+                            precision=jax.lax.Precision.HIGHEST)
+        return w_GxN + lr_N * step_GxN, c_N + hits_N
 
     def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
         """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
