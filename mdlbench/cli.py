@@ -155,6 +155,10 @@ def train_main() -> None:
         logging.getLogger("absl").setLevel(logging.WARNING)  # orbax reports every checkpoint save at INFO
         d = OmegaConf.to_container(dcfg, resolve=True)
         d.pop("hydra", None)
+        if d.get("run_dir"):  # Hydra's output directory is the run's: a second one would be ignored silently
+            print(f"mdlbench-train: error: run_dir={d['run_dir']} is not read here; the run directory is "
+                  f"Hydra's: hydra.run.dir=DIR", file=sys.stderr)
+            sys.exit(2)
         try:
             job = jobs.with_run_dir(jobs.from_dict(d), HydraConfig.get().runtime.output_dir)
             summary = jobs.run(job)

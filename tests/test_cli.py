@@ -73,6 +73,7 @@ def test_decode_run_dir(train_run, tmp_path):
     (["data=file", "data.path=/nonexistent/file.txt"], "/nonexistent/file.txt"),
     (["code.batch_size=0"], "code.batch_size must be positive"),
     (["code.seq_len=-4"], "code.seq_len must be positive"),
+    (["run_dir=elsewhere"], "hydra.run.dir=DIR"),  # not silently ignored
 ])
 def test_bad_train_input_is_one_clear_line(args, needle, tmp_path):
     r = run_train(*SMALL, *args, f"hydra.run.dir={tmp_path / 'run'}")
