@@ -330,7 +330,6 @@ def method_label(cfg: Config) -> str:
         label += f" backoff{m.ngram_alpha:g}" if m.ngram_estimator == "backoff" else ""
         label += f" floor{m.ngram_logp_floor:g}" if m.ngram_logp_floor else ""
         label += " owngate" if m.ngram_gate == "own" else ""
-        label += " hiddengate" if m.ngram_gate == "hidden" else ""
         label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
     if m.context:
         label += f" mem{m.context}"

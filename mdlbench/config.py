@@ -58,8 +58,7 @@ class ModelConfig:
       ngram_gate: how each count expert's weight in the product is computed from the evidence
         features (the log of its context's count, its top byte's share): ``full`` (a dense layer
         over every expert's features) or ``own`` (a weight per feature of the expert's own two,
-        plus a bias: nothing for Adam to couple across experts) or ``hidden`` (``full`` reading the
-        base LSTM's output too, without a gradient into it: which experts to trust where).
+        plus a bias: nothing for Adam to couple across experts).
       ngram_logp_floor: > 0: every count expert's log-probabilities are bounded below by minus
         this (nats) before they enter the product; 0 for no bound.
       ngram_online_lr: learning rate of the online mixer: a correction to each expert's mixing
@@ -448,10 +447,8 @@ def validate(cfg: Config) -> None:
                           f"model.ngram_bit_lr > 0, got {cfg.model.ngram_bit_decay}")
     if cfg.model.ngram_estimator not in ("additive", "backoff"):
         raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
-    if cfg.model.ngram_gate not in ("full", "own", "hidden"):
-        raise ConfigError(f"model.ngram_gate must be 'full', 'own' or 'hidden', got {cfg.model.ngram_gate!r}")
-    if cfg.model.ngram_gate == "hidden" and cfg.model.family != "lstm":
-        raise ConfigError(f"model.ngram_gate=hidden reads an LSTM's output; model.family is {cfg.model.family!r}")
+    if cfg.model.ngram_gate not in ("full", "own"):
+        raise ConfigError(f"model.ngram_gate must be 'full' or 'own', got {cfg.model.ngram_gate!r}")
     if cfg.model.ngram_online_sets not in ("one", "byte"):
         raise ConfigError(f"model.ngram_online_sets must be 'one' or 'byte', got {cfg.model.ngram_online_sets!r}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):

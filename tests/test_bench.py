@@ -225,42 +225,8 @@ def test_own_gate_weighs_each_expert_by_its_own_evidence_only():
     log4 = float(jnp.log1p(3.0))
     assert w_NxK[0].tolist() == pytest.approx([0.1 + 0.5 * log4 + 2.0 * 0.75, 0.2 - log4 + 3.0 * 0.75], rel=1e-6)
     assert float(w_NxK[1, 0]) == float(w_NxK[0, 0])  # the other expert's counts changed, this weight did not
-    with pytest.raises(ConfigError, match="ngram_gate must be 'full', 'own' or 'hidden'"):
+    with pytest.raises(ConfigError, match="ngram_gate must be 'full' or 'own'"):
         validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_gate="diag")))
-
-
-def test_hidden_gate_reads_the_lstm_output_the_same_way_when_coding_and_training():
-    """``ngram_gate=hidden``: the gate's dense layer reads the LSTM's output beside the evidence
-    features; the coding path (one position at a time) and the training forward give the same
-    logits, the gate's weights move with the hidden state, and only an LSTM base is accepted."""
-    import jax
-    import jax.numpy as jnp
-
-    from mdlbench import models
-    from mdlbench.config import Config, ConfigError, ModelConfig, validate
-
-    B, T, D = 2, 8, 16
-    cfg = ModelConfig(family="lstm", d_model=D, ngram_orders=[1, 2], ngram_log2_rows=10, ngram_gate="hidden",
-                      ngram_update="position", ngram_online_lr=0.05)
-    model = models.build(cfg, T)
-    x = jnp.array([list(b"abracada"), list(b"cadabrab")], jnp.int32)
-    state = model.zero_state(B)
-    params = model.init(jax.random.PRNGKey(0), x, state)
-    assert params["params"]["mix"]["kernel"].shape == (2 * 2 + D, 2)
-    params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a gate that reads h
-    logits_f, _ = model.apply(params, x, state, method="forward")
-    cache = model.apply(params, state, B, method="init_cache")
-    rows = []
-    for t in range(T):
-        logits_t, cache = model.apply(params, x[:, t], cache, t, method="decode")
-        rows.append(logits_t)
-    np.testing.assert_allclose(np.asarray(logits_f), np.stack(rows, 1), rtol=1e-5, atol=1e-5)
-    counts_NxKxV = jnp.zeros((2, 2, 256))
-    h_NxD = jnp.zeros((2, D)).at[1].set(1.0)
-    _, w_NxK = model.apply(params, counts_NxKxV, h_NxD, method="_gate")
-    assert not np.allclose(np.asarray(w_NxK[0]), np.asarray(w_NxK[1]))  # same evidence, other hidden state
-    with pytest.raises(ConfigError, match="ngram_gate=hidden"):
-        validate(Config(model=ModelConfig(family="transformer", ngram_orders=[1], ngram_gate="hidden")))
 
 
 def test_logp_floor_bounds_every_count_experts_evidence_and_nothing_else():

@@ -63,28 +63,27 @@ class LSTM(nn.Module):
         self.layers = [LSTMLayer(self.d_model, self.d_model) for _ in range(self.n_layers)]
         self.head = nn.Dense(self.vocab, kernel_init=nn.initializers.normal(0.02))
 
-    def forward(self, inputs_BxT, state: Any, hidden: bool = False):
+    def forward(self, inputs_BxT, state: Any):
         """Training forward over a window, starting from the carried state (gradients stop there).
 
-        Returns (logits_BxTxV, the state after the window as this path computes it), and with
-        ``hidden`` the last layer's output h_BxTxD too (for a mixer that reads it)."""
+        Returns (logits_BxTxV, the state after the window as this path computes it)."""
         x = self.embed(inputs_BxT)
         out = []
         for layer, carry in zip(self.layers, jax.lax.stop_gradient(state)):
             x, carry = layer(x, carry)
             out.append(carry)
-        return (self.head(x), out, x) if hidden else (self.head(x), out)
+        return self.head(x), out
 
     def __call__(self, inputs_BxT, state: Any):
         return self.forward(inputs_BxT, state)[0]
 
-    def decode(self, input_B, cache: Any, pos, hidden: bool = False):
+    def decode(self, input_B, cache: Any, pos):
         x = self.embed(input_B)
         new = []
         for layer, carry in zip(self.layers, cache):
             x, carry = layer.decode(x, carry)
             new.append(carry)
-        return (self.head(x), new, x) if hidden else (self.head(x), new)
+        return self.head(x), new
 
     def zero_state(self, batch: int):
         z = jnp.zeros((batch, self.d_model), jnp.float32)

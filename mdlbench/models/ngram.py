@@ -156,9 +156,7 @@ class NGramMix(nn.Module):
     def setup(self):
         k = self.n_tables
         # Starts as "trust every order a little"; the evidence features then learn when to lean.
-        if self.gate == "hidden":  # the evidence and the base LSTM's output: which experts to trust here
-            self.mix = nn.Dense(k, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(0.3))
-        elif self.gate == "own":  # each expert's weight from its own evidence only
+        if self.gate == "own":  # each expert's weight from its own evidence only
             self.own_2xK = self.param("own", nn.initializers.zeros, (2, k))
             self.own_bias_K = self.param("own_bias", nn.initializers.constant(0.3), (k,))
         else:
@@ -278,9 +276,8 @@ class NGramMix(nn.Module):
         tgt = NGramMix._bytes(tgt_N)
         return tuple(t.at[rows_NxK[..., i], tgt].add(valid) for i, t in enumerate(tables))
 
-    def _gate(self, counts_NxKxV, h_NxD=None):
-        """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``;
-        ``h_NxD``: the base model's hidden output, which the ``hidden`` gate reads too."""
+    def _gate(self, counts_NxKxV):
+        """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
         counts = counts_NxKxV
         total = counts.sum(-1)
         if self.estimator == "backoff":
@@ -292,8 +289,7 @@ class NGramMix(nn.Module):
         n_NxK, share_NxK = jnp.log1p(total), counts.max(-1) / (total + 1.0)
         if self.gate == "own":
             return logp, self.own_bias_K + n_NxK * self.own_2xK[0] + share_NxK * self.own_2xK[1]
-        feats = [n_NxK, share_NxK] + ([jax.lax.stop_gradient(h_NxD)] if self.gate == "hidden" else [])
-        return logp, self.mix(jnp.concatenate(feats, -1))
+        return logp, self.mix(jnp.concatenate([n_NxK, share_NxK], -1))
 
     def _backoff(self, counts_NxKxV, total_NxK):
         """Interpolated estimates (Witten-Bell, as PPM's escapes): each byte order's counts on
@@ -322,19 +318,19 @@ class NGramMix(nn.Module):
         boost_N = jnp.where(bucket_N > 0, self.match_w[bucket_N], 0.0)
         return jax.nn.one_hot(pred_N, V, dtype=jnp.float32) * (bucket_N > 0)[..., None], boost_N
 
-    def _experts(self, counts_NxKxV, match=None, h_NxD=None):
+    def _experts(self, counts_NxKxV, match=None):
         """Each expert's feature over the alphabet and its trained weight: ``(x_NxFxV, w_NxF)``,
         F = K count experts (log-probabilities) + 1 for the match model (a one-hot bonus)."""
-        logp, w = self._gate(counts_NxKxV, h_NxD)
+        logp, w = self._gate(counts_NxKxV)
         if not self.match_min:
             return logp, w
         hot, boost_N = self._match_bonus(match)
         return jnp.concatenate([logp, hot[..., None, :]], -2), jnp.concatenate([w, boost_N[..., None]], -1)
 
-    def _mix(self, base_logits, counts_NxKxV, match=None, h_NxD=None):
+    def _mix(self, base_logits, counts_NxKxV, match=None):
         """The mixture without the online mixer (the arithmetic of the levers before it, unchanged:
         the bonus is 0 wherever the one-hot is masked, so masking changes no value)."""
-        logp, w = self._gate(counts_NxKxV, h_NxD)
+        logp, w = self._gate(counts_NxKxV)
         logits = base_logits.astype(jnp.float32) + jnp.einsum("...k,...kv->...v", w, logp)
         if self.match_min:
             hot, boost_N = self._match_bonus(match)
@@ -666,13 +662,10 @@ class NGramMix(nn.Module):
         """Training forward; also returns the state after the window. ``prepared`` is
         :meth:`prepare`'s result for these arguments (computed here when not given)."""
         counts, match, carried = self.prepare(inputs_BxT, state) if prepared is None else prepared
-        if self.gate == "hidden":
-            base_logits, base_next, h = self.base.forward(inputs_BxT, state[0], hidden=True)
-        else:
-            (base_logits, base_next), h = self.base.forward(inputs_BxT, state[0]), None
+        base_logits, base_next = self.base.forward(inputs_BxT, state[0])
         if not self.online_lr:
-            return self._mix(base_logits, counts, match, h), (base_next,) + carried
-        x, w = self._experts(counts, match, h)
+            return self._mix(base_logits, counts, match), (base_next,) + carried
+        x, w = self._experts(counts, match)
         logits, online = self._online_forward(base_logits, x, w, inputs_BxT, state[-1])
         return logits, (base_next,) + carried + (online,)
 
@@ -684,10 +677,7 @@ class NGramMix(nn.Module):
         rows_TxBxK = rows_TxBxK.at[pos].set(self._rows(hist_BxH))  # (context, input) pair to count
         tgt_TxB = tgt_TxB.at[pos].set(input_B)
         hist_BxH = jnp.concatenate([hist_BxH[:, 1:], self._bytes(input_B)[:, None]], 1)
-        if self.gate == "hidden":
-            logits_BxV, base_cache, h = self.base.decode(input_B, base_cache, pos, hidden=True)
-        else:
-            (logits_BxV, base_cache), h = self.base.decode(input_B, base_cache, pos), None
+        logits_BxV, base_cache = self.base.decode(input_B, base_cache, pos)
         query_BxK = self._rows(hist_BxH)
         counts = self._gather(tables, query_BxK)
         if self.per_position:
@@ -707,10 +697,10 @@ class NGramMix(nn.Module):
         # What this position saw, for the training step after the scan (:meth:`prepare_coded`).
         seen = tuple(a.at[:, pos].set(v) for a, v in zip(seen, (counts,) + (match or ())))
         if not self.online_lr:
-            logits_BxV = self._mix(logits_BxV, counts, match, h)
+            logits_BxV = self._mix(logits_BxV, counts, match)
         else:
             learnt = self._online_learn(cache[-1], input_B)
-            x, w = self._experts(counts, match, h)
+            x, w = self._experts(counts, match)
             logits_BxV, online = self._online_mix(learnt, logits_BxV, x, w, input_B)
             rest = rest + (online,)
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB, seen) + rest
