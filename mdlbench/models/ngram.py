@@ -95,8 +95,9 @@ network for the first bits (letter or not, case) and not for the last ones. Meas
 the trained models under it traded scale and the code drifted away); the count experts as
 inputs of their own cost ~40 % of the speed and coded longer.
 ``bit_decay > 0`` lets each node's rate decay as ``bit_lr / sqrt(1 + n / bit_decay)``, n the
-bytes whose path crossed that node: at a constant rate the mixer's early gain faded as the models
-under it matured (levers table).
+bytes whose path crossed that node. At a constant rate the mixer's early gain faded as the models
+under it matured; with the decay it faded too, and the faster the decay the larger the late loss
+(levers table): neither is in a preset.
 """
 
 from __future__ import annotations
