@@ -490,13 +490,13 @@ class NGramMix(nn.Module):
         bit_Bx8 = ((y_B[:, None] >> (7 - d)) & 1).astype(jnp.float32)
         err_Bx8 = (bit_Bx8 - jax.nn.sigmoid(jnp.take_along_axis(z_BxN, node_Bx8, 1))) * valid[:, None]
         # err at each node of the path, 0 elsewhere: a B x N row per stream, then one product.
-        err_BxN = jnp.einsum("bd,bdn->bn", err_Bx8, jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32))
+        path_Bx8xN = jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32)
+        err_BxN = jnp.einsum("bd,bdn->bn", err_Bx8, path_Bx8xN)
         step_GxN = jnp.einsum("bn,bgn->gn", err_BxN, s_BxGxN, precision=jax.lax.Precision.HIGHEST)
         if c_N is None:
             return w_GxN + self.bit_lr * step_GxN
         lr_N = self.bit_lr / jnp.sqrt(1.0 + c_N / self.bit_decay)
-        hits_N = jnp.einsum("b,bdn->n", valid, jax.nn.one_hot(node_Bx8, NODES, dtype=jnp.float32),
-                            precision=jax.lax.Precision.HIGHEST)
+        hits_N = jnp.einsum("b,bdn->n", valid, path_Bx8xN, precision=jax.lax.Precision.HIGHEST)
         return w_GxN + lr_N * step_GxN, c_N + hits_N
 
     def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
