@@ -323,6 +323,8 @@ def method_label(cfg: Config) -> str:
         label += "tri" if m.ngram_word_trigram else ""
         label += "skip" if m.ngram_word_skip else ""
         label += f" + sparse{'_'.join('.'.join(str(d) for d in sorted(p)) for p in m.ngram_sparse)}" if m.ngram_sparse else ""
+        label += (f" + record{m.ngram_record}:" + "_".join(".".join(f"{k}s{j:+d}" for k, j in c) for c in m.ngram_record_contexts)
+                  if m.ngram_record else "")
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""

@@ -81,6 +81,12 @@ class ModelConfig:
       ngram_bit_decay: with ``ngram_bit_lr``, each node's rate decays as
         ``ngram_bit_lr / sqrt(1 + n / ngram_bit_decay)``, n the bytes whose path crossed it; 0
         for a constant rate.
+      ngram_record: > 0: a record expert (as paq8's record model) that finds each stream's
+        record length online, the distance up to this with the most repeated bytes, and counts
+        bytes by the bytes one record back; 0 for none. See :mod:`mdlbench.models.ngram`.
+      ngram_record_contexts: with ``ngram_record``, its count tables, each a list of
+        ``[k, j]`` for the byte ``k * stride + j`` back: ``[[1, 0]]`` the byte one record back,
+        ``[[0, 1], [1, 0]]`` it and the last byte.
       context: Transformer memory across windows: every coded byte also attends to the keys and
         values of the last ``context`` bytes before its window (0 = attention restarts at every
         window). Needs rotary positions. See :mod:`mdlbench.models.transformer`.
@@ -117,6 +123,8 @@ class ModelConfig:
     ngram_apm_lr: float = 0.0
     ngram_bit_lr: float = 0.0
     ngram_bit_decay: float = 0.0
+    ngram_record: int = 0
+    ngram_record_contexts: list[list[list[int]]] = field(default_factory=lambda: [[[1, 0]], [[0, 1], [1, 0]]])
     context: int = 0
     memory: str = "bytes"
     alibi: bool = False
@@ -429,6 +437,16 @@ def validate(cfg: Config) -> None:
                                      for p in sparse)):
         raise ConfigError(f"model.ngram_sparse must be lists of distinct distances in 1..32, with model.ngram_orders "
                           f"set, got {sparse} with ngram_orders={orders}")
+    record, rec_ctx = cfg.model.ngram_record, cfg.model.ngram_record_contexts
+    if record and (not orders or not 16 <= record <= 4096):
+        raise ConfigError(f"model.ngram_record must be 0 (no record expert) or a longest stride in 16..4096 with "
+                          f"model.ngram_orders set, got {record} with ngram_orders={orders}")
+    if record and (not rec_ctx or any(
+            not c or len({tuple(t) for t in c}) != len(c)
+            or not all(len(t) == 2 and all(isinstance(v, int) for v in t) and 0 <= t[0] <= 4 and -4 <= t[1] <= 32
+                       and t[0] * 5 + t[1] >= 1 for t in c) for c in rec_ctx)):
+        raise ConfigError(f"model.ngram_record_contexts must be lists of distinct [k, j] pairs (the byte k * stride + j "
+                          f"back, k in 0..4, j in -4..32, at least 1 back), got {rec_ctx}")
     if not 0.0 <= cfg.model.ngram_logp_floor <= 100.0:
         raise ConfigError(f"model.ngram_logp_floor must be 0 (no bound) or a bound in nats up to 100, got {cfg.model.ngram_logp_floor}")
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):

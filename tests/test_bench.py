@@ -208,6 +208,49 @@ def test_sparse_contexts_and_skip_word_index_only_the_bytes_and_words_they_name(
             validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_sparse=bad)))
 
 
+def test_record_expert_finds_the_stride_online_and_indexes_the_byte_one_record_back():
+    """Streams of 13-byte records: after a few windows the carried counts name 13 (not 26, which
+    agrees as often; not the run of zeros that agrees at every distance); another stream with
+    no records keeps its counts at zero. The record tables are indexed by the bytes ``k * stride
+    + j`` back and nothing else; settling twice is settling once."""
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+
+    T = 32
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_log2_rows=16, ngram_record=64,
+                                     ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]]), T)
+    assert model.n_tables == 4 and model.table_rows == (256, 256, 2 ** 16, 2 ** 16)  # two bytes fit exactly
+    rng = np.random.default_rng(0)
+    record = rng.integers(1, 256, 13)
+    rows = [np.where(rng.random(13) < 0.3, rng.integers(1, 256, 13), record) for _ in range(40)]
+    streams = np.stack([np.concatenate(rows)[:8 * T], np.zeros(8 * T, np.int64)])  # records; a run of zeros
+    state = model.zero_state(2)
+    for w in range(8):
+        x_TxB = jnp.asarray(streams[:, w * T:(w + 1) * T].T, jnp.int32)
+        far, cnt, stride = state[3]
+        far = jnp.concatenate([far, x_TxB.T], 1)[:, -far.shape[1]:]  # what next_state does with the inputs
+        pending = (state[1][0], state[1][1], x_TxB)
+        state = model.settle((state[0], pending, state[2], (far, cnt, stride)))
+    far, cnt, stride = state[3]
+    assert int(stride[0]) == 13 and int(cnt[0, 12]) > 2 * int(np.delete(np.asarray(cnt[0]), [12, 25, 38, 51]).max())
+    assert not np.asarray(cnt[1]).any() and int(stride[1]) == 5  # no agreement off a run: the shortest stride
+    again = model.settle(state)[3]
+    assert all(np.array_equal(a, b) for a, b in zip(again, state[3]))
+
+    hist = {1: 7, 13: 40, 12: 41, 26: 50}  # the byte r back, for one query
+    rows_K = model._record_rows(lambda r: jnp.asarray(hist.get(int(r), 0)), jnp.asarray(13))
+    assert int(rows_K[0]) == 40 and int(rows_K[1]) == 7 * 256 + 40
+    moved = model._record_rows(lambda r: jnp.asarray({**hist, 2: 9, 14: 3}.get(int(r), 0)), jnp.asarray(13))
+    assert [int(r) for r in moved] == [int(r) for r in rows_K]  # bytes it does not name change nothing
+    assert int(rows_K[2]) == 41 * 256 + 50  # one record back less one, and two records back
+    for bad in ({"ngram_record": 8}, {"ngram_record": 64, "ngram_record_contexts": [[[0, 0]]]},
+                {"ngram_record": 64, "ngram_record_contexts": [[[1, 0], [1, 0]]]}):
+        with pytest.raises(ConfigError, match="ngram_record"):
+            validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], **bad)))
+
+
 def test_own_gate_weighs_each_expert_by_its_own_evidence_only():
     import jax
     import jax.numpy as jnp
@@ -272,7 +315,9 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
                       ngram_online_lr=online_lr, ngram_word=6 if online_lr else 0, ngram_apm_lr=apm_lr,
                       ngram_estimator=estimator, ngram_bit_lr=bit_lr, ngram_bit_decay=bit_decay,
                       ngram_word_skip=bool(online_lr),
-                      ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr))
+                      ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr),
+                      ngram_record=16 if update == "position" else 0,
+                      ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]])
     model = models.build(cfg, T)
     unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
@@ -293,26 +338,26 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
         got = jax.tree_util.tree_leaves(model.apply(params, state, cache, method="prepare_coded"))
         assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))
         state_c = model.next_state(cache, state)
-        exact = 4 if online_lr else len(state_c)  # the online mixer's state is last
+        exact = len(state_c) - 1 if online_lr else len(state_c)  # the online mixer's state is last
         for a, b in zip(jax.tree_util.tree_leaves(state_f[1:exact]), jax.tree_util.tree_leaves(state_c[1:exact])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         for a, b in zip(jax.tree_util.tree_leaves(state_f[exact:]), jax.tree_util.tree_leaves(state_c[exact:])):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
         state = model.settle(state_c)  # what the compiled step does first: the window's pairs are counted
     if online_lr:
-        u = np.asarray(state[4][0])
+        u = np.asarray(state[-1][0])
         assert np.abs(u).max() > 0 and np.isfinite(u).all()  # the mixer moved at the coded bytes' contexts
         assert np.count_nonzero(np.abs(u).sum(1)) <= len(set(unit) | set(unit[::-1]))  # one set per previous byte
     if apm_lr:
-        bias = np.asarray(state[4][4])  # previous byte x byte
+        bias = np.asarray(state[-1][4])  # previous byte x byte
         contexts = set(unit) | set(unit[::-1]) | {0}  # a stream's first byte has context BOS, read as 0
         assert np.isfinite(bias).all() and 0 < np.count_nonzero(np.abs(bias).sum(1)) <= len(contexts)
         assert all(bias[c].sum() == pytest.approx(0, abs=1e-5) for c in range(256))  # steps of (one-hot - p)
     if bit_lr:
-        w_GxN = np.asarray(state[4][4 + (3 if apm_lr else 0)])
+        w_GxN = np.asarray(state[-1][4 + (3 if apm_lr else 0)])
         assert np.isfinite(w_GxN).all() and np.abs(w_GxN).max() > 0  # from zero, it stepped on the coded bits
     if bit_decay:
-        c_N = np.asarray(state[4][4 + (3 if apm_lr else 0) + 3])
+        c_N = np.asarray(state[-1][4 + (3 if apm_lr else 0) + 3])
         # Every input byte took the step of the position before it along its 8 nodes, the root
         # among them (here every input is a byte, no BOS: the windows are fed as inputs).
         assert c_N.sum() == 8 * c_N[0] and c_N[0] == B * 2 * T

@@ -139,10 +139,11 @@ def _byte_config(name: str):
     cfg = small_config(family, verify=False, batch_size=2, seq_len=8)
     model = dataclasses.replace(cfg.model, d_model=16)
     if name == "ngram":
-        # The bench's count update, match model, word experts and online mixer, so the
-        # separate-process replay covers them.
+        # The bench's count update, match model, word experts and online mixer, and a record
+        # expert, so the separate-process replay covers them.
         model = dataclasses.replace(model, ngram_orders=[1, 2], ngram_log2_rows=8, ngram_update="position",
-                                    match_min=4, ngram_word=6, ngram_word_bigram=True, ngram_online_lr=0.003)
+                                    match_min=4, ngram_word=6, ngram_word_bigram=True, ngram_online_lr=0.003,
+                                    ngram_record=16)
     return dataclasses.replace(cfg, model=model)
 
 

@@ -63,6 +63,20 @@ bound.
 length past 15 (up to 2048+) instead of one for all lengths past 14: a repeat that has run for
 hundreds of bytes (a table's rows, an image's runs) is surer than one of 20.
 
+``record > 0`` adds a record expert (as paq8's record model): tables and images repeat with a
+fixed stride (a spreadsheet's row of cells, a bitmap's scan line), and the byte one record back
+predicts the next one far better than any byte just before it. Each stream keeps the count, for
+every distance d in ``RECORD_MIN..record``, of the bytes that equalled the byte d back (runs of
+one byte are skipped: they agree at every distance), decayed by 1/16 per window; its stride is
+the distance with the most agreements (a divisor of it whose count is within 1/16 of it if there
+is one: the byte two records back agrees as often as the byte one record back). The counts, the
+stride and the stream's last bytes are carried state, updated once per window in :meth:`settle`,
+so the whole window is coded with one stride on both sides. ``record_contexts`` are count tables
+indexed by bytes at distances ``k * stride + j`` back, e.g. ``((1, 0),)`` the byte one record
+back and ``((0, 1), (1, 0))`` it and the last byte; the stride itself is not part of the context
+(the byte one record back is the same context whatever the record length), so these tables are
+exact and small.
+
 ``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
 escapes (Witten-Bell): each order's counts sit on top of the next lower order's estimate, which
 gets the weight of the context's distinct bytes (plus ``alpha``). A high-order context seen a
@@ -115,6 +129,8 @@ MATCH_BUCKETS = 16    # match lengths 1..14 and "15 or more" each get a learned 
 MATCH_LONG_BUCKETS = 24  # with ``match_long``: 1..15, then 16-31, 32-63, ..., 1024-2047, 2048 or more
 NODES = V - 1         # binary decisions of the byte tree (bit-level mixer), heap order, root first
 BIT_CLIP = 12.0       # bound on an input's log-odds: additive counts reach log(n / alpha) ~ 14
+RECORD_MIN = 5        # shortest record stride searched (the sparse contexts cover 2..4 bytes back)
+RECORD_DECAY = 4      # the record agreement counts lose 1/2**this of themselves every window
 
 
 class NGramMix(nn.Module):
@@ -153,6 +169,8 @@ class NGramMix(nn.Module):
     apm_lr: float = 0.0
     bit_lr: float = 0.0
     bit_decay: float = 0.0
+    record: int = 0
+    record_contexts: tuple[tuple[tuple[int, int], ...], ...] = (((1, 0),), ((0, 1), (1, 0)))
 
     def setup(self):
         k = self.n_tables
@@ -181,10 +199,11 @@ class NGramMix(nn.Module):
     @property
     def table_rows(self) -> tuple[int, ...]:
         """Rows of every count table, in the order of :meth:`_rows`: the byte orders, the word
-        experts, the sparse contexts."""
+        experts, the sparse contexts, then the record contexts (:meth:`_record_rows`)."""
         words = sum(1 for on in (self.word, self.word_bigram, self.word_trigram, self.word_skip) if on)
         return (tuple(self.rows_of(k) for k in self.orders) + (2 ** self.log2_rows,) * words
-                + tuple(self.rows_of(len(p)) for p in self.sparse))
+                + tuple(self.rows_of(len(p)) for p in self.sparse)
+                + (tuple(self.rows_of(len(c)) for c in self.record_contexts) if self.record else ()))
 
     @property
     def per_position(self) -> bool:
@@ -207,6 +226,12 @@ class NGramMix(nn.Module):
         """Row of a sparse context: the bytes ``dist`` positions back (1: the last byte), as paq's
         sparse models, with a hash seed of their own."""
         return self._context_row([ctx_NxH[..., self.history - d] for d in dist], 0x632BE5AB * (i + 1))
+
+    def _record_rows(self, back, stride):
+        """Rows of the record contexts: ``back(r)`` gives the byte ``r`` positions back (1: the
+        last byte), ``stride`` the stream's record length (shapes broadcast)."""
+        return [self._context_row([back(k * stride + j) for k, j in ctx], 0x7F4A7C15 * (i + 1))
+                for i, ctx in enumerate(self.record_contexts)]
 
     def _context_row(self, cols, seed):
         """Row of the context made of the byte columns ``cols``: exact when their 256**len
@@ -630,6 +655,61 @@ class NGramMix(nn.Module):
         w, (pred_TxB, bucket_TxB) = jax.lax.scan(one, m[2], jnp.arange(T))
         return (buf, tab, w), (pred_TxB.T, bucket_TxB.T)
 
+    # ------------------------------------------------------------------ record model
+    # Carried state (after the match model's, before the online mixer's): far_BxL, each
+    # stream's last L bytes as of the window's start (read as the inputs are: BOS as byte 0);
+    # cnt_BxD, the decayed agreement counts of distances 1..D; stride_B, the stride the next
+    # window is coded with.
+
+    @property
+    def _rec_state_at(self) -> int:
+        return 3 + (1 if self.match_min else 0)
+
+    @property
+    def _rec_cache_at(self) -> int:
+        return 6 + (2 if self.match_min else 0)
+
+    @property
+    def record_len(self) -> int:
+        """Bytes of history the record model keeps: the window's inputs and ``record`` before
+        them (the agreements of :meth:`_record_settle`), and the farthest context byte."""
+        far = max(k * self.record + j for ctx in self.record_contexts for k, j in ctx)
+        return max(self.seq_len + self.record + 1, far)
+
+    def _zero_record(self, batch: int):
+        return (jnp.zeros((batch, self.record_len), jnp.int32), jnp.zeros((batch, self.record), jnp.int32),
+                jnp.full((batch,), RECORD_MIN, jnp.int32))
+
+    def _stride(self, cnt_BxD):
+        """The distance with the most agreements (the smallest such), or a divisor of it by 2..5
+        whose count is within 1/16 of the best (the smallest such): one record, not two."""
+        B = cnt_BxD.shape[0]
+        b = jnp.arange(B)
+        s_B = jnp.argmax(cnt_BxD[:, RECORD_MIN - 1:], 1).astype(jnp.int32) + RECORD_MIN
+        best_B = cnt_BxD[b, s_B - 1]
+        out_B = s_B
+        for k in (2, 3, 4, 5):
+            d_B = s_B // k
+            ok = (s_B % k == 0) & (d_B >= RECORD_MIN) & (cnt_BxD[b, jnp.maximum(d_B, 1) - 1] * 16 >= best_B * 15)
+            out_B = jnp.where(ok & (d_B < out_B), d_B, out_B)
+        return out_B
+
+    def _record_settle(self, rec, tgt_TxB):
+        """The record state after the window whose inputs ``tgt_TxB`` (BOS: none) are the last
+        T bytes of ``far``: their agreements with the bytes 1..D before each (a byte equal to the
+        one before it agrees at every distance and says nothing: skipped), then the stride.
+        A window with no input in a stream leaves its counts alone, so settling twice is settling
+        once, as for the count tables."""
+        far_BxL, cnt_BxD, _ = rec
+        L, T, D = far_BxL.shape[1], tgt_TxB.shape[0], self.record
+        valid_BxT = (tgt_TxB < V).T
+        x_BxT = far_BxL[:, L - T:]
+        fresh_BxT = valid_BxT & (x_BxT != far_BxL[:, L - T - 1:L - 1])
+        back_TxD = (L - T + jnp.arange(T))[:, None] - jnp.arange(1, D + 1)[None, :]
+        agree_BxD = ((far_BxL[:, back_TxD] == x_BxT[..., None]) & fresh_BxT[..., None]).sum(1, dtype=jnp.int32)
+        cnt_BxD = jnp.where(valid_BxT.any(1)[:, None], cnt_BxD - (cnt_BxD >> RECORD_DECAY) + agree_BxD, cnt_BxD)
+        return far_BxL, cnt_BxD, self._stride(cnt_BxD)
+
     # ------------------------------------------------------------------ the model protocol
 
     def prepare(self, inputs_BxT, state: Any):
@@ -641,9 +721,23 @@ class NGramMix(nn.Module):
         seq = jnp.concatenate([hist_BxH, self._bytes(inputs_BxT)], 1)  # B x (H+T)
         H, T = self.history, inputs_BxT.shape[1]
         query_BxTxK = self._rows(jnp.stack([seq[:, t + 1: t + 1 + H] for t in range(T)], 1))
-        counts = self._gather(tables, query_BxTxK)
         # The pair counted at position t is (the H bytes before input t, input t).
         pair_BxTxK = self._rows(jnp.stack([seq[:, t: t + H] for t in range(T)], 1))
+        if self.record:
+            far_BxL, cnt_BxD, stride_B = state[self._rec_state_at]
+            L = far_BxL.shape[1]
+            seq_long = jnp.concatenate([far_BxL, self._bytes(inputs_BxT)], 1)  # input i at column L + i
+            t_BxT = jnp.broadcast_to(jnp.arange(T)[None, :], inputs_BxT.shape)
+
+            def back_from(last_BxT):  # byte r back when input ``last`` is the latest byte
+                return lambda r: jnp.take_along_axis(seq_long, L + last_BxT + 1 - r, 1)
+
+            s_Bx1 = stride_B[:, None]
+            query_BxTxK = jnp.concatenate(
+                [query_BxTxK, jnp.stack(self._record_rows(back_from(t_BxT), s_Bx1), -1)], -1)
+            pair_BxTxK = jnp.concatenate(
+                [pair_BxTxK, jnp.stack(self._record_rows(back_from(t_BxT - 1), s_Bx1), -1)], -1)
+        counts = self._gather(tables, query_BxTxK)
         if self.per_position:
             # Position t also sees the window's pairs s <= t with its context: what the coder adds.
             seen_BxTxS = (jnp.arange(T)[None, :, None] >= jnp.arange(T)[None, None, :]) & (inputs_BxT < V)[:, None, :]
@@ -657,6 +751,8 @@ class NGramMix(nn.Module):
         if self.match_min:
             m, match = self._match_replay(inputs_BxT, hist_BxH, state[3])
             carried = carried + (m,)
+        if self.record:  # the window's bytes join the history; counts and stride move in settle
+            carried = carried + ((seq_long[:, -L:], cnt_BxD, stride_B),)
         return jax.lax.stop_gradient((counts, match, carried))
 
     def forward(self, inputs_BxT, state: Any, prepared: Any = None):
@@ -675,11 +771,26 @@ class NGramMix(nn.Module):
 
     def decode(self, input_B, cache: Any, pos):
         base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB, seen = cache[:6]
-        rows_TxBxK = rows_TxBxK.at[pos].set(self._rows(hist_BxH))  # (context, input) pair to count
+        pair_BxK = self._rows(hist_BxH)  # (context, input) pair to count
         tgt_TxB = tgt_TxB.at[pos].set(input_B)
         hist_BxH = jnp.concatenate([hist_BxH[:, 1:], self._bytes(input_B)[:, None]], 1)
-        logits_BxV, base_cache = self.base.decode(input_B, base_cache, pos)
         query_BxK = self._rows(hist_BxH)
+        if self.record:
+            far_BxL, _, stride_B = cache[self._rec_cache_at]
+            L, T = far_BxL.shape[1], tgt_TxB.shape[0]
+            b = jnp.arange(input_B.shape[0])
+
+            def back_from(last):  # byte r back when input ``last`` is the latest: window, else history
+                def back(r_B):
+                    i_B = last + 1 - r_B
+                    return jnp.where(i_B >= 0, self._bytes(tgt_TxB[jnp.clip(i_B, 0, T - 1), b]),
+                                     far_BxL[b, jnp.clip(L + i_B, 0, L - 1)])
+                return back
+
+            pair_BxK = jnp.concatenate([pair_BxK, jnp.stack(self._record_rows(back_from(pos - 1), stride_B), -1)], -1)
+            query_BxK = jnp.concatenate([query_BxK, jnp.stack(self._record_rows(back_from(pos), stride_B), -1)], -1)
+        rows_TxBxK = rows_TxBxK.at[pos].set(pair_BxK)
+        logits_BxV, base_cache = self.base.decode(input_B, base_cache, pos)
         counts = self._gather(tables, query_BxK)
         if self.per_position:
             # The window's recorded pairs with this context, added into a B x K x V block by one
@@ -695,6 +806,8 @@ class NGramMix(nn.Module):
             buf, tab = cache[6][0], cache[6][1]
             w, pred, bucket = self._match_step(buf, tab, cache[7], input_B, hist_BxH, pos)
             rest, match = (cache[6], w), (pred, bucket)
+        if self.record:
+            rest = rest + (cache[self._rec_cache_at],)
         # What this position saw, for the training step after the scan (:meth:`prepare_coded`).
         seen = tuple(a.at[:, pos].set(v) for a, v in zip(seen, (counts,) + (match or ())))
         if not self.online_lr:
@@ -709,6 +822,7 @@ class NGramMix(nn.Module):
     def zero_state(self, batch: int):
         tables = tuple(jnp.zeros((r, V), jnp.float32) for r in self.table_rows)
         rest = (self._zero_match(batch),) if self.match_min else ()
+        rest += (self._zero_record(batch),) if self.record else ()
         rest += (self._zero_online(batch),) if self.online_lr else ()
         return (self.base.zero_state(batch), self._no_pending(tables, batch),
                 jnp.zeros((batch, self.history), jnp.int32)) + rest
@@ -732,12 +846,16 @@ class NGramMix(nn.Module):
             buf, tab, w = rest[0]
             m = self._match_commit((buf, tab), w)
             rest = ((m[0], m[1], self._match_window(m)),) + rest[1:]
+        if self.record:
+            at = self._rec_state_at - 3
+            rest = rest[:at] + (self._record_settle(rest[at], tgt_TxB),) + rest[at + 1:]
         return (state[0], self._no_pending(self._count(tables, rows_TxBxK, tgt_TxB), rows_TxBxK.shape[1]),
                 state[2]) + rest
 
     def init_cache(self, state: Any, batch: int):
         base_state, (tables, _, _), hist = state[:3]
         rest = (state[3][:2], state[3][2]) if self.match_min else ()
+        rest += (state[self._rec_state_at],) if self.record else ()
         rest += (state[-1],) if self.online_lr else ()
         _, rows_TxBxK, tgt_TxB = self._no_pending(tables, batch)  # the window's pairs, recorded as it is coded
         # The counts (and match predictions) each position sees, recorded as it is coded.
@@ -750,6 +868,10 @@ class NGramMix(nn.Module):
         """The state after a window: its pairs and match insertions pending (see :meth:`settle`)."""
         base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB = cache[:5]
         rest = ((cache[6][0], cache[6][1], cache[7]),) if self.match_min else ()
+        if self.record:  # the window's inputs join the history (counts and stride move in settle)
+            far_BxL, cnt_BxD, stride_B = cache[self._rec_cache_at]
+            grown = jnp.concatenate([far_BxL, self._bytes(tgt_TxB).T], 1)
+            rest += ((grown[:, -far_BxL.shape[1]:], cnt_BxD, stride_B),)
         rest += (cache[-1],) if self.online_lr else ()
         return (self.base.next_state(base_cache, state[0]), (tables, rows_TxBxK, tgt_TxB), hist_BxH) + rest
 
@@ -762,4 +884,5 @@ class NGramMix(nn.Module):
         seen, after = cache[5], self.next_state(cache, state)
         match = seen[1:] if self.match_min else None
         carried = after[1:3] + ((after[3],) if self.match_min else ())
+        carried += (after[self._rec_state_at],) if self.record else ()
         return jax.lax.stop_gradient((seen[0], match, carried))
