@@ -308,6 +308,13 @@ def command(args) -> int:
     return 0 if all(r["verified"] for r in rows) else 1
 
 
+def _record_term(k: int, j: int) -> str:
+    """A record context's byte ``k * stride + j`` back in a label: ``s``, ``2s-1``, ``1``."""
+    if not k:
+        return str(j)
+    return (f"{k}s" if k > 1 else "s") + (f"{j:+d}" if j else "")
+
+
 def method_label(cfg: Config) -> str:
     """The model and coding shape of a row, e.g. ``prequential transformer d64x2 B16xT32 u1`` or
     ``prequential lstm d256x1 + ngram123456pos + match12 B32xT128 u2`` (counts per position)."""
@@ -323,8 +330,8 @@ def method_label(cfg: Config) -> str:
         label += "tri" if m.ngram_word_trigram else ""
         label += "skip" if m.ngram_word_skip else ""
         label += f" + sparse{'_'.join('.'.join(str(d) for d in sorted(p)) for p in m.ngram_sparse)}" if m.ngram_sparse else ""
-        label += (f" + record{m.ngram_record}:" + "_".join(".".join(f"{k}s{j:+d}" for k, j in c) for c in m.ngram_record_contexts)
-                  if m.ngram_record else "")
+        label += (f" + record{m.ngram_record}:" + "_".join(".".join(_record_term(k, j) for k, j in c)
+                                                            for c in m.ngram_record_contexts) if m.ngram_record else "")
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""
