@@ -16,6 +16,10 @@ from typing import Any
 
 from mdlbench.errors import MdlbenchError
 
+# Shortest record stride the record expert searches (the sparse contexts cover 2..4 bytes back). It
+# lives here so that validation and the jax module (mdlbench.models.ngram) read one value.
+RECORD_MIN = 5
+
 
 class ConfigError(MdlbenchError, ValueError):
     """A configuration value is missing, unknown or out of range."""
@@ -84,6 +88,8 @@ class ModelConfig:
       ngram_record: > 0: a record expert (as paq8's record model) that finds each stream's
         record length online, the distance up to this with the most repeated bytes, and counts
         bytes by the bytes one record back; 0 for none. See :mod:`mdlbench.models.ngram`.
+      ngram_column: > 0: a column expert, counts indexed by the bytes since the last line feed (at
+        most this many) and the last byte (wrapped text breaks lines by the column); 0 for none.
       ngram_record_contexts: with ``ngram_record``, its count tables, each a list of
         ``[k, j]`` for the byte ``k * stride + j`` back: ``[[1, 0]]`` the byte one record back,
         ``[[0, 1], [1, 0]]`` it and the last byte.
@@ -124,6 +130,7 @@ class ModelConfig:
     ngram_bit_lr: float = 0.0
     ngram_bit_decay: float = 0.0
     ngram_record: int = 0
+    ngram_column: int = 0
     ngram_record_contexts: list[list[list[int]]] = field(default_factory=lambda: [[[1, 0]], [[0, 1], [1, 0]]])
     context: int = 0
     memory: str = "bytes"
@@ -444,9 +451,13 @@ def validate(cfg: Config) -> None:
     if record and (not rec_ctx or any(
             not c or len({tuple(t) for t in c}) != len(c)
             or not all(len(t) == 2 and all(isinstance(v, int) for v in t) and 0 <= t[0] <= 4 and -4 <= t[1] <= 32
-                       and t[0] * 5 + t[1] >= 1 for t in c) for c in rec_ctx)):
+                       and t[0] * RECORD_MIN + t[1] >= 1 for t in c) for c in rec_ctx)):
         raise ConfigError(f"model.ngram_record_contexts must be lists of distinct [k, j] pairs (the byte k * stride + j "
                           f"back, k in 0..4, j in -4..32, at least 1 back), got {rec_ctx}")
+    column = cfg.model.ngram_column
+    if column and (not orders or not 16 <= column <= 255):
+        raise ConfigError(f"model.ngram_column must be 0 (no column expert) or a largest column in 16..255 with "
+                          f"model.ngram_orders set, got {column} with ngram_orders={orders}")
     if not 0.0 <= cfg.model.ngram_logp_floor <= 100.0:
         raise ConfigError(f"model.ngram_logp_floor must be 0 (no bound) or a bound in nats up to 100, got {cfg.model.ngram_logp_floor}")
     if not cfg.model.ngram_online_lr >= 0 or (cfg.model.ngram_online_lr and not orders):

@@ -328,9 +328,10 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
                       ngram_word_skip=bool(online_lr),
                       ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr),
                       ngram_record=16 if update == "position" else 0,
-                      ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]])
+                      ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]],
+                      ngram_column=16 if update == "position" else 0)
     model = models.build(cfg, T)
-    unit = b"the cat sat on the mat. "  # 24 bytes: the second window repeats the first
+    unit = b"the cat sat\non the mat.\n"  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
                jnp.array([list(unit), list(unit)], jnp.int32)]        # stream 1 now repeats stream 0
     state = model.zero_state(B)
@@ -474,6 +475,31 @@ def test_baselines_only_upserts_classic_rows_with_provenance_per_row(tmp_path):
     assert any("sha256 mismatch" in p for p in provenance.check_file(table))
 
 
+def test_column_expert_indexes_the_bytes_since_the_last_line_feed_and_the_last_byte():
+    """The column expert's row is (bytes since the last line feed, the last byte), exactly, for
+    columns from half its bound up to it; at other columns, and with no line feed in the context,
+    a query reads an empty last row and a pair the row after it, which counting drops."""
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import ModelConfig
+
+    model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_column=16), 8)
+    assert model.history == 17 and model.table_rows == (256, 8 * 256 + 1)
+
+    def row(text, pair=False):
+        return int(model._rows(jnp.asarray([list(text.rjust(17, b"x")[-17:])], jnp.int32), pair=pair)[0, 1])
+
+    assert row(b"it ends.\nAnd so it g") == 3 * 256 + ord("g")  # column 11: the 4th of 8 (8..15)
+    assert row(b"zz\nthe end.\nAnd so it g") == row(b"q\nAnd so it g") == 3 * 256 + ord("g")  # the last line feed
+    assert row(b"\n" + b"y" * 15) == 7 * 256 + ord("y") and row(b"\n" + b"y" * 8) == 0 * 256 + ord("y")
+    silent = [b"\n" + b"y" * 7, b"\n" + b"y" * 16, b"line\n", b"no line feed here at all"]
+    assert [row(t) for t in silent] == [8 * 256] * 4 and [row(t, pair=True) for t in silent] == [8 * 256 + 1] * 4
+    tables = model.zero_state(1)[1][0]
+    counted = model._count(tables, jnp.asarray([[7, 8 * 256 + 1]]), jnp.asarray([65]))
+    assert float(counted[1].sum()) == 0 and float(counted[0][7, 65]) == 1  # the silent pair is dropped
+
+
 def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
     r = run_cli("bench", "code.verify=false", cwd=tmp_path)
     assert r.returncode != 0
@@ -487,7 +513,8 @@ def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
                                              ("model.ngram_apm_lr=-1", "ngram_apm_lr"),
                                              ("model.ngram_bit_lr=-1", "ngram_bit_lr"),
                                              ("model.ngram_bit_decay=100", "ngram_bit_decay"),
-                                             ("model.ngram_alpha=0", "ngram_alpha")])
+                                             ("model.ngram_alpha=0", "ngram_alpha"),
+                                             ("model.ngram_column=8", "ngram_column")])
 def test_bad_ngram_settings_are_one_line_before_any_work(tmp_path, override, needle):
     r = run_cli("bench", override, cwd=tmp_path)
     assert r.returncode == 2
