@@ -333,6 +333,7 @@ def method_label(cfg: Config) -> str:
         label += (f" + record{m.ngram_record}:" + "_".join(".".join(_record_term(k, j) for k, j in c)
                                                             for c in m.ngram_record_contexts) if m.ngram_record else "")
         label += f" + column{m.ngram_column // 2}-{m.ngram_column}" if m.ngram_column else ""
+        label += "text" if m.ngram_column and m.ngram_column_text else ""
         label += f" + online{m.ngram_online_lr:g}{m.ngram_online_sets}" if m.ngram_online_lr else ""
         label += f" + apm{m.ngram_apm_lr:g}" if m.ngram_apm_lr else ""
         label += f" + bits{m.ngram_bit_lr:g}" if m.ngram_bit_lr else ""

@@ -90,6 +90,8 @@ class ModelConfig:
         bytes by the bytes one record back; 0 for none. See :mod:`mdlbench.models.ngram`.
       ngram_column: > 0: a column expert, counts indexed by the bytes since the last line feed (at
         most this many) and the last byte (wrapped text breaks lines by the column); 0 for none.
+      ngram_column_text: with ``ngram_column``, the column expert is silent also where the line so
+        far holds a byte that is not printable ASCII, tab or CR (binary files).
       ngram_record_contexts: with ``ngram_record``, its count tables, each a list of
         ``[k, j]`` for the byte ``k * stride + j`` back: ``[[1, 0]]`` the byte one record back,
         ``[[0, 1], [1, 0]]`` it and the last byte.
@@ -131,6 +133,7 @@ class ModelConfig:
     ngram_bit_decay: float = 0.0
     ngram_record: int = 0
     ngram_column: int = 0
+    ngram_column_text: bool = False
     ngram_record_contexts: list[list[list[int]]] = field(default_factory=lambda: [[[1, 0]], [[0, 1], [1, 0]]])
     context: int = 0
     memory: str = "bytes"
@@ -455,6 +458,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.ngram_record_contexts must be lists of distinct [k, j] pairs (the byte k * stride + j "
                           f"back, k in 0..4, j in -4..32, at least 1 back), got {rec_ctx}")
     column = cfg.model.ngram_column
+    if cfg.model.ngram_column_text and not column:
+        raise ConfigError("model.ngram_column_text needs model.ngram_column > 0 (it restricts the column expert)")
     if column and (not orders or not 16 <= column <= 255):
         raise ConfigError(f"model.ngram_column must be 0 (no column expert) or a largest column in 16..255 with "
                           f"model.ngram_orders set, got {column} with ngram_orders={orders}")

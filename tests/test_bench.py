@@ -329,7 +329,7 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
                       ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr),
                       ngram_record=16 if update == "position" else 0,
                       ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]],
-                      ngram_column=16 if update == "position" else 0)
+                      ngram_column=16 if update == "position" else 0, ngram_column_text=bool(apm_lr))
     model = models.build(cfg, T)
     unit = b"the cat sat\non the mat.\n"  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T
@@ -484,6 +484,8 @@ def test_column_expert_indexes_the_bytes_since_the_last_line_feed_and_the_last_b
     from mdlbench import models
     from mdlbench.config import ModelConfig
 
+    from mdlbench.config import Config, ConfigError, validate
+
     model = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_column=16), 8)
     assert model.history == 17 and model.table_rows == (256, 8 * 256 + 1)
 
@@ -498,6 +500,17 @@ def test_column_expert_indexes_the_bytes_since_the_last_line_feed_and_the_last_b
     tables = model.zero_state(1)[1][0]
     counted = model._count(tables, jnp.asarray([[7, 8 * 256 + 1]]), jnp.asarray([65]))
     assert float(counted[1].sum()) == 0 and float(counted[0][7, 65]) == 1  # the silent pair is dropped
+    # ngram_column_text: silent also where the line so far holds a byte that is not text.
+    text = models.build(ModelConfig(family="uniform", ngram_orders=[1], ngram_column=16, ngram_column_text=True), 8)
+
+    def text_row(line):
+        return int(text._rows(jnp.asarray([list((b"\x00\x01\n" + line).rjust(17, b"x")[-17:])], jnp.int32))[0, 1])
+
+    assert text_row(b"And so it g") == 3 * 256 + ord("g")  # printable, as without the option
+    assert text_row(b"And so\tit\r") == 2 * 256 + 13  # tab and CR are text (column 10)
+    assert text_row(b"And s\x00 it g") == text_row(b"And s\xe9 it g") == 8 * 256  # a byte that is not: silent
+    with pytest.raises(ConfigError, match="ngram_column_text needs"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_column_text=True)))
 
 
 def test_bench_refuses_unverified_runs_in_one_line(tmp_path):
