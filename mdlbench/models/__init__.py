@@ -40,7 +40,8 @@ def build(cfg: ModelConfig, seq_len: int):
                     online_sets=cfg.ngram_online_sets,
                     alpha=cfg.ngram_alpha, estimator=cfg.ngram_estimator,
                     apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr,
-                    bit_decay=cfg.ngram_bit_decay, record=cfg.ngram_record, column=cfg.ngram_column, column_text=cfg.ngram_column_text,
+                    bit_decay=cfg.ngram_bit_decay, record=cfg.ngram_record,
+                    column=cfg.ngram_column, column_text=cfg.ngram_column_text,
                     record_contexts=tuple(tuple((k, j) for k, j in c) for c in cfg.ngram_record_contexts))
 
 

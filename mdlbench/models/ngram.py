@@ -84,11 +84,12 @@ whatever the record length), so these tables are exact and small.
 
 ``column > 0`` adds a column expert: counts indexed by the bytes since the last line feed and the
 last byte, for columns ``column // 2`` to ``column`` (exclusive); elsewhere it is silent (an empty
-row, as the record expert's without a stride); ``column_text`` keeps it silent also where the line
-so far holds a byte that is not printable ASCII, tab or CR: object code has a byte 10 every ~200
-bytes, and the expert then spoke on bytes that are not text (it cost `obj2` 0.4 %). Wrapped prose breaks its lines near a fixed width: whether a word
-ends in a space or a line break depends on the column, which no byte context sees (on dickens,
-knowing the column halves the in-sample entropy of that choice: 1.8 % of its code length).
+row, as the record expert's without a stride). Wrapped prose breaks its lines near a fixed width:
+whether a word ends in a space or a line break depends on the column, which no byte context sees
+(on dickens, knowing the column halves the in-sample entropy of that choice: 1.8 % of its code
+length). ``column_text`` keeps it silent also where the line so far holds a byte that is not
+printable ASCII, tab or CR: object code has a byte 10 every ~200 bytes, and the expert then spoke
+on bytes that are not text (it cost `obj2` 0.4 %).
 
 ``estimator="backoff"`` replaces the additive smoothing by interpolated estimates, as PPM's
 escapes (Witten-Bell): each order's counts sit on top of the next lower order's estimate, which
@@ -232,6 +233,12 @@ class NGramMix(nn.Module):
     def rows_of(self, k: int) -> int:
         return min(V ** k, 2 ** self.log2_rows)
 
+    @staticmethod
+    def _or_silent(speaks, row, rows: int, pair: bool):
+        """``row`` where the expert ``speaks``, else its silent row: for a query the row after its
+        ``rows`` (never counted into, so uniform), for a pair the one after that (dropped)."""
+        return jnp.where(speaks, row, rows + (1 if pair else 0))
+
     def _rows(self, ctx_NxH, pair=False):
         """row index of every order's table for contexts ``ctx_NxH`` (last column = most recent);
         ``pair``: rows to count into (a silent context's pair gets a row that is dropped)."""
@@ -253,12 +260,12 @@ class NGramMix(nn.Module):
         H, lo = self.history, self.column // 2
         at_N = jnp.max(jnp.where(ctx_NxH == ord("\n"), jnp.arange(H), -1), -1)  # -1: no line feed
         col_N = H - 1 - at_N
-        silent = (self.column - lo) * V + (1 if pair else 0)
         speaks_N = (col_N >= lo) & (col_N < self.column)
         if self.column_text:  # and only where the line so far is text (printable ASCII, tab, CR)
             printable = ((ctx_NxH >= 32) & (ctx_NxH < 127)) | (ctx_NxH == 9) | (ctx_NxH == 13)
             speaks_N = speaks_N & jnp.all(printable | (jnp.arange(H) <= at_N[..., None]), -1)
-        return jnp.where(speaks_N, (col_N - lo) * V + self._bytes(ctx_NxH[..., H - 1]), silent)
+        return self._or_silent(speaks_N, (col_N - lo) * V + self._bytes(ctx_NxH[..., H - 1]), (self.column - lo) * V,
+                               pair)
 
     def _sparse_row(self, ctx_NxH, dist, i):
         """Row of a sparse context: the bytes ``dist`` positions back (1: the last byte), as paq's
@@ -273,7 +280,7 @@ class NGramMix(nn.Module):
         out, s = [], jnp.maximum(stride, RECORD_MIN)
         for i, ctx in enumerate(self.record_contexts):
             row = self._context_row([back(k * s + j) for k, j in ctx], 0x7F4A7C15 * (i + 1))
-            out.append(jnp.where(stride > 0, row, self.rows_of(len(ctx)) + (1 if pair else 0)))
+            out.append(self._or_silent(stride > 0, row, self.rows_of(len(ctx)), pair))
         return out
 
     def _context_row(self, cols, seed):
