@@ -42,6 +42,9 @@ class ModelConfig:
       ngram_orders: byte n-gram count experts mixed into the model's logits (e.g. [1, 2, 3, 4]);
         empty for none. See :mod:`mdlbench.models.ngram`.
       ngram_log2_rows: rows per n-gram table (2**this); orders with more contexts are hashed.
+      ngram_log2_rows_words: rows of the word experts that also read earlier words (the word-pair,
+        word-trigram and skip-word tables: millions of contexts on a text of megabytes), 2**this;
+        0 for ``ngram_log2_rows``.
       ngram_update: when the counts take in a coded byte: ``window`` (after its window, so a
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
@@ -114,6 +117,7 @@ class ModelConfig:
     positions: str = "learned"
     ngram_orders: list[int] = field(default_factory=list)
     ngram_log2_rows: int = 16
+    ngram_log2_rows_words: int = 0
     ngram_update: str = "window"
     match_min: int = 0
     match_long_buckets: bool = False
@@ -428,6 +432,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.ngram_orders must be distinct orders in 1..8, got {orders}")
     if orders and not 8 <= cfg.model.ngram_log2_rows <= 24:
         raise ConfigError(f"model.ngram_log2_rows must be in 8..24, got {cfg.model.ngram_log2_rows}")
+    if cfg.model.ngram_log2_rows_words and not 8 <= cfg.model.ngram_log2_rows_words <= 24:
+        raise ConfigError(f"model.ngram_log2_rows_words must be 0 (as ngram_log2_rows) or in 8..24, "
+                          f"got {cfg.model.ngram_log2_rows_words}")
     if cfg.model.ngram_update not in ("window", "position"):
         raise ConfigError(f"model.ngram_update must be 'window' or 'position', got {cfg.model.ngram_update!r}")
     if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):

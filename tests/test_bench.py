@@ -163,6 +163,26 @@ def test_word_trigram_expert_indexes_the_last_three_words_case_folded():
         validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word=8, ngram_word_trigram=True)))
 
 
+def test_word_tables_that_read_earlier_words_can_have_rows_of_their_own():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 3], ngram_log2_rows=10, ngram_word=16, ngram_word_bigram=True,
+                      ngram_word_trigram=True, ngram_word_skip=True)
+    same, wide = models.build(cfg, 8), models.build(dataclasses.replace(cfg, ngram_log2_rows_words=14), 8)
+    assert same.table_rows == (256, 2 ** 10) + (2 ** 10,) * 4
+    assert wide.table_rows == (256, 2 ** 10, 2 ** 10) + (2 ** 14,) * 3  # the current word's table keeps its rows
+    texts = [b"it was the best of", b"it was the worst of", b"Of Times", b"the age of wisdom, it", b"abc"]
+    ctx = jnp.array([list(c[-16:].rjust(16)) for c in texts], jnp.int32)
+    r_same, r_wide = same._rows(ctx), wide._rows(ctx)
+    assert (r_wide[:, :3] == r_same[:, :3]).all()  # byte orders and the current word: the same rows
+    assert int(r_wide[:, 3:].max()) >= 2 ** 10 and (r_wide[:, 3:] < 2 ** 14).all()
+    with pytest.raises(ConfigError, match="ngram_log2_rows_words must be"):
+        validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_words=30)))
+
+
 def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
     import jax.numpy as jnp
 

@@ -42,6 +42,7 @@ def build(cfg: ModelConfig, seq_len: int):
                     apm_lr=cfg.ngram_apm_lr, bit_lr=cfg.ngram_bit_lr,
                     bit_decay=cfg.ngram_bit_decay, record=cfg.ngram_record,
                     column=cfg.ngram_column, column_text=cfg.ngram_column_text,
+                    log2_rows_words=cfg.ngram_log2_rows_words,
                     record_contexts=tuple(tuple((k, j) for k, j in c) for c in cfg.ngram_record_contexts))
 
 

@@ -47,7 +47,8 @@ a table indexed by the current word and the complete word before it, ``word_trig
 indexed by those and the word before them (as far as the ``word`` bytes reach), ``word_skip`` one
 indexed by the current word and the word two before it (skipping the one between, as paq's word
 model does). Text repeats words far more reliably than it repeats fixed-length byte strings
-across word boundaries.
+across word boundaries. The tables that read earlier words can get rows of their own (``log2_rows_words``):
+they see millions of contexts where a byte order sees hundreds of thousands.
 
 ``sparse`` adds count tables indexed by bytes at chosen distances back, e.g. ``(2, 3)`` (the two
 bytes before the last one) or ``(4,)``, as paq's sparse models: binary files have fields at
@@ -188,6 +189,7 @@ class NGramMix(nn.Module):
     record: int = 0
     column: int = 0
     column_text: bool = False
+    log2_rows_words: int = 0
     record_contexts: tuple[tuple[tuple[int, int], ...], ...] = (((1, 0),), ((0, 1), (1, 0)))
 
     def setup(self):
@@ -220,11 +222,17 @@ class NGramMix(nn.Module):
     def table_rows(self) -> tuple[int, ...]:
         """Rows of every count table, in the order of :meth:`_rows`: the byte orders, the word
         experts, the sparse contexts, the column expert, then the record contexts (:meth:`_record_rows`)."""
-        words = sum(1 for on in (self.word, self.word_bigram, self.word_trigram, self.word_skip) if on)
-        return (tuple(self.rows_of(k) for k in self.orders) + (2 ** self.log2_rows,) * words
+        words = (2 ** self.log2_rows,) if self.word else ()
+        words += (2 ** self.word_bits,) * sum(1 for on in (self.word_bigram, self.word_trigram, self.word_skip) if on)
+        return (tuple(self.rows_of(k) for k in self.orders) + words
                 + tuple(self.rows_of(len(p)) for p in self.sparse)
                 + (((self.column - self.column // 2) * V + 1,) if self.column else ())
                 + (tuple(self.rows_of(len(c)) + 1 for c in self.record_contexts) if self.record else ()))
+
+    @property
+    def word_bits(self) -> int:
+        """log2 of the rows of the word tables that read earlier words."""
+        return self.log2_rows_words or self.log2_rows
 
     @property
     def per_position(self) -> bool:
@@ -325,15 +333,15 @@ class NGramMix(nn.Module):
             v = v ^ (v >> jnp.uint32(12))
             return jnp.where(mask, v, jnp.uint32(0)).sum(-1, dtype=jnp.uint32)
 
-        def row(h):
+        def row(h, bits=self.word_bits):
             h = (h ^ (h >> jnp.uint32(16))) * jnp.uint32(0x7FEB352D)
             h = (h ^ (h >> jnp.uint32(15))) * jnp.uint32(0x846CA68B)
-            return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
+            return (h >> jnp.uint32(32 - bits)).astype(jnp.int32)
 
         h = word_hash(current, 1) + jnp.where(ends_in_word[..., 0], jnp.uint32(0),
                                               (c[..., L - 1] + jnp.uint32(257)) * jnp.uint32(0x27D4EB2F))
         pair = h + word_hash(previous, 0x3C6EF372)
-        out = [row(h)] + ([row(pair)] if self.word_bigram else [])
+        out = [row(h, self.log2_rows)] + ([row(pair)] if self.word_bigram else [])
         before = letter & (after == jnp.where(ends_in_word, 2, 1))
         if self.word_trigram:  # and the word before that
             out.append(row(pair + word_hash(before, 0x5BD1E995)))
