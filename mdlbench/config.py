@@ -435,6 +435,9 @@ def validate(cfg: Config) -> None:
     if cfg.model.ngram_log2_rows_words and not 8 <= cfg.model.ngram_log2_rows_words <= 24:
         raise ConfigError(f"model.ngram_log2_rows_words must be 0 (as ngram_log2_rows) or in 8..24, "
                           f"got {cfg.model.ngram_log2_rows_words}")
+    if cfg.model.ngram_log2_rows_words and not (cfg.model.ngram_word_bigram or cfg.model.ngram_word_skip):
+        raise ConfigError("model.ngram_log2_rows_words sizes the word-pair, word-trigram and skip-word tables: "
+                          "it needs model.ngram_word_bigram or model.ngram_word_skip")
     if cfg.model.ngram_update not in ("window", "position"):
         raise ConfigError(f"model.ngram_update must be 'window' or 'position', got {cfg.model.ngram_update!r}")
     if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):

@@ -181,6 +181,9 @@ def test_word_tables_that_read_earlier_words_can_have_rows_of_their_own():
     assert int(r_wide[:, 3:].max()) >= 2 ** 10 and (r_wide[:, 3:] < 2 ** 14).all()
     with pytest.raises(ConfigError, match="ngram_log2_rows_words must be"):
         validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_words=30)))
+    with pytest.raises(ConfigError, match="needs model.ngram_word_bigram or model.ngram_word_skip"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_word=8, ngram_log2_rows_words=20)))
+    validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_words=20)))  # a valid setting
 
 
 def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
