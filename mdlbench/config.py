@@ -45,6 +45,9 @@ class ModelConfig:
       ngram_log2_rows_words: rows of the word experts that also read earlier words (the word-pair,
         word-trigram and skip-word tables: millions of contexts on a text of megabytes), 2**this;
         0 for ``ngram_log2_rows``.
+      ngram_log2_rows_orders: ``[order, log2 rows]`` pairs giving byte orders tables of their own
+        size, e.g. ``[[3, 17], [4, 18]]`` (on dickens order 3 has 21k distinct contexts, order 6
+        750k); the orders not named keep ``ngram_log2_rows``.
       ngram_update: when the counts take in a coded byte: ``window`` (after its window, so a
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
@@ -118,6 +121,7 @@ class ModelConfig:
     ngram_orders: list[int] = field(default_factory=list)
     ngram_log2_rows: int = 16
     ngram_log2_rows_words: int = 0
+    ngram_log2_rows_orders: list[list[int]] = field(default_factory=list)
     ngram_update: str = "window"
     match_min: int = 0
     match_long_buckets: bool = False
@@ -438,6 +442,11 @@ def validate(cfg: Config) -> None:
     if cfg.model.ngram_log2_rows_words and not (cfg.model.ngram_word_bigram or cfg.model.ngram_word_skip):
         raise ConfigError("model.ngram_log2_rows_words sizes the word-pair, word-trigram and skip-word tables: "
                           "it needs model.ngram_word_bigram or model.ngram_word_skip")
+    pairs = cfg.model.ngram_log2_rows_orders
+    if pairs and (any(len(p) != 2 or p[0] not in orders or not 8 <= p[1] <= 24 for p in pairs)
+                  or len({p[0] for p in pairs}) != len(pairs)):
+        raise ConfigError(f"model.ngram_log2_rows_orders must be [order, log2 rows] pairs, one per order of "
+                          f"model.ngram_orders ({orders}), rows in 8..24, got {pairs}")
     if cfg.model.ngram_update not in ("window", "position"):
         raise ConfigError(f"model.ngram_update must be 'window' or 'position', got {cfg.model.ngram_update!r}")
     if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):

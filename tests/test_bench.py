@@ -186,6 +186,33 @@ def test_word_tables_that_read_earlier_words_can_have_rows_of_their_own():
     validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_words=20)))  # a valid setting
 
 
+def test_byte_orders_can_have_rows_of_their_own():
+    import jax.numpy as jnp
+
+    from mdlbench import models
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+
+    cfg = ModelConfig(family="uniform", ngram_orders=[1, 2, 3, 4], ngram_log2_rows=12, ngram_word=16,
+                      ngram_word_bigram=True)
+    same = models.build(cfg, 8)
+    own = models.build(dataclasses.replace(cfg, ngram_log2_rows_orders=[[3, 10], [2, 18]]), 8)
+    assert same.table_rows == (256, 2 ** 12, 2 ** 12, 2 ** 12, 2 ** 12, 2 ** 12)
+    # order 2 fits 2**18 rows, so it is indexed exactly (256**2 rows); order 3 is hashed into 2**10
+    assert own.table_rows == (256, 2 ** 16, 2 ** 10, 2 ** 12, 2 ** 12, 2 ** 12)
+    texts = [b"it was the best of", b"it was the worst of", b"Of Times", b"the age of wisdom, it", b"abc\x00\xff"]
+    ctx_NxH = jnp.array([list(c[-16:].rjust(16)) for c in texts], jnp.int32)
+    r_same, r_own = same._rows(ctx_NxH), own._rows(ctx_NxH)
+    keep = [0, 3, 4, 5]  # order 1, order 4 and the word tables: rows unchanged
+    assert (r_own[:, keep] == r_same[:, keep]).all()
+    exact = ctx_NxH[:, -2] * 256 + ctx_NxH[:, -1]
+    assert (r_own[:, 1] == exact).all()
+    assert (r_own[:, 2] < 2 ** 10).all() and (r_own[:, 2] != r_same[:, 2]).any()
+    for bad in ([[5, 16]], [[3, 30]], [[3, 16], [3, 17]], [[3]]):
+        with pytest.raises(ConfigError, match="ngram_log2_rows_orders must be"):
+            validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_orders=bad)))
+    validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_orders=[[3, 17], [4, 18]])))
+
+
 def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
     import jax.numpy as jnp
 

@@ -43,6 +43,7 @@ def build(cfg: ModelConfig, seq_len: int):
                     bit_decay=cfg.ngram_bit_decay, record=cfg.ngram_record,
                     column=cfg.ngram_column, column_text=cfg.ngram_column_text,
                     log2_rows_words=cfg.ngram_log2_rows_words,
+                    log2_rows_orders=tuple((k, b) for k, b in cfg.ngram_log2_rows_orders),
                     record_contexts=tuple(tuple((k, j) for k, j in c) for c in cfg.ngram_record_contexts))
 
 

@@ -48,7 +48,8 @@ indexed by those and the word before them (as far as the ``word`` bytes reach), 
 indexed by the current word and the word two before it (skipping the one between, as paq's word
 model does). Text repeats words far more reliably than it repeats fixed-length byte strings
 across word boundaries. The tables that read earlier words can get rows of their own (``log2_rows_words``):
-they see millions of contexts where a byte order sees hundreds of thousands.
+they see millions of contexts where a byte order sees hundreds of thousands. Each byte order can
+too (``log2_rows_orders``): order 3 sees tens of thousands.
 
 ``sparse`` adds count tables indexed by bytes at chosen distances back, e.g. ``(2, 3)`` (the two
 bytes before the last one) or ``(4,)``, as paq's sparse models: binary files have fields at
@@ -190,6 +191,7 @@ class NGramMix(nn.Module):
     column: int = 0
     column_text: bool = False
     log2_rows_words: int = 0
+    log2_rows_orders: tuple[tuple[int, int], ...] = ()
     record_contexts: tuple[tuple[tuple[int, int], ...], ...] = (((1, 0),), ((0, 1), (1, 0)))
 
     def setup(self):
@@ -224,7 +226,7 @@ class NGramMix(nn.Module):
         experts, the sparse contexts, the column expert, then the record contexts (:meth:`_record_rows`)."""
         words = (2 ** self.log2_rows,) if self.word else ()
         words += (2 ** self.word_bits,) * sum(1 for on in (self.word_bigram, self.word_trigram, self.word_skip) if on)
-        return (tuple(self.rows_of(k) for k in self.orders) + words
+        return (tuple(min(V ** k, 2 ** self.order_bits(k)) for k in self.orders) + words
                 + tuple(self.rows_of(len(p)) for p in self.sparse)
                 + (((self.column - self.column // 2) * V + 1,) if self.column else ())
                 + (tuple(self.rows_of(len(c)) + 1 for c in self.record_contexts) if self.record else ()))
@@ -233,6 +235,11 @@ class NGramMix(nn.Module):
     def word_bits(self) -> int:
         """log2 of the rows of the word tables that read earlier words."""
         return self.log2_rows_words or self.log2_rows
+
+    def order_bits(self, k: int) -> int:
+        """log2 of the rows of byte order ``k``'s table: its own from ``log2_rows_orders`` (low orders
+        have few contexts and need not take the room of the high ones), else ``log2_rows``."""
+        return dict(self.log2_rows_orders).get(k, self.log2_rows)
 
     @property
     def per_position(self) -> bool:
@@ -250,7 +257,8 @@ class NGramMix(nn.Module):
     def _rows(self, ctx_NxH, pair=False):
         """row index of every order's table for contexts ``ctx_NxH`` (last column = most recent);
         ``pair``: rows to count into (a silent context's pair gets a row that is dropped)."""
-        out = [self._context_row([ctx_NxH[..., self.history - k + j] for j in range(k)], 0x9E3779B1 * (k + 1))
+        out = [self._context_row([ctx_NxH[..., self.history - k + j] for j in range(k)], 0x9E3779B1 * (k + 1),
+                                 self.order_bits(k))
                for k in self.orders]  # each order's bytes oldest first
         if self.word:
             out += self._word_rows(ctx_NxH)
@@ -291,12 +299,13 @@ class NGramMix(nn.Module):
             out.append(self._or_silent(stride > 0, row, self.rows_of(len(ctx)), pair))
         return out
 
-    def _context_row(self, cols, seed):
-        """Row of the context made of the byte columns ``cols``: exact when their 256**len
-        contexts fit the table, else a multiplicative hash in uint32 (wrap-around is defined:
-        the same bits everywhere) from ``seed``."""
+    def _context_row(self, cols, seed, bits: int = 0):
+        """Row of the context made of the byte columns ``cols`` in a table of 2**``bits`` rows
+        (0: ``log2_rows``): exact when their 256**len contexts fit the table, else a multiplicative
+        hash in uint32 (wrap-around is defined: the same bits everywhere) from ``seed``."""
+        bits = bits or self.log2_rows
         c = [b.astype(jnp.uint32) for b in cols]
-        if V ** len(c) <= 2 ** self.log2_rows:
+        if V ** len(c) <= 2 ** bits:
             idx = jnp.zeros(c[0].shape, jnp.uint32)
             for b in c:
                 idx = idx * jnp.uint32(V) + b
@@ -305,7 +314,7 @@ class NGramMix(nn.Module):
         for b in c:
             h = (h ^ (b + jnp.uint32(1))) * jnp.uint32(0x85EBCA77)
             h = h ^ (h >> jnp.uint32(13))
-        return (h >> jnp.uint32(32 - self.log2_rows)).astype(jnp.int32)
+        return (h >> jnp.uint32(32 - bits)).astype(jnp.int32)
 
     def _word_rows(self, ctx_NxH):
         """Rows of the word experts: a hash of the trailing letters (case-folded), else of the last
