@@ -226,7 +226,7 @@ class NGramMix(nn.Module):
         experts, the sparse contexts, the column expert, then the record contexts (:meth:`_record_rows`)."""
         words = (2 ** self.log2_rows,) if self.word else ()
         words += (2 ** self.word_bits,) * sum(1 for on in (self.word_bigram, self.word_trigram, self.word_skip) if on)
-        return (tuple(min(V ** k, 2 ** self.order_bits(k)) for k in self.orders) + words
+        return (tuple(self.rows_of(k, self.order_bits(k)) for k in self.orders) + words
                 + tuple(self.rows_of(len(p)) for p in self.sparse)
                 + (((self.column - self.column // 2) * V + 1,) if self.column else ())
                 + (tuple(self.rows_of(len(c)) + 1 for c in self.record_contexts) if self.record else ()))
@@ -245,8 +245,10 @@ class NGramMix(nn.Module):
     def per_position(self) -> bool:
         return self.update == "position"
 
-    def rows_of(self, k: int) -> int:
-        return min(V ** k, 2 ** self.log2_rows)
+    def rows_of(self, k: int, bits: int = 0) -> int:
+        """Rows of a table of ``k``-byte contexts in 2**``bits`` rows (0: ``log2_rows``): all 256**k
+        when they fit (indexed exactly), else 2**bits (hashed)."""
+        return min(V ** k, 2 ** (bits or self.log2_rows))
 
     @staticmethod
     def _or_silent(speaks, row, rows: int, pair: bool):
