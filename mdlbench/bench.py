@@ -344,6 +344,7 @@ def method_label(cfg: Config) -> str:
         label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
         label += f" wordrows2^{m.ngram_log2_rows_words}" if m.ngram_log2_rows_words else ""
         label += "".join(f" o{k}rows2^{b}" for k, b in m.ngram_log2_rows_orders)
+        label += " u16counts" if m.ngram_counts == "uint16" else ""
     if m.context:
         label += f" mem{m.context}"
     return label + f" B{cfg.code.batch_size}xT{cfg.code.seq_len} u{cfg.optim.updates_per_batch}"

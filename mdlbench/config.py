@@ -48,6 +48,8 @@ class ModelConfig:
       ngram_log2_rows_orders: ``[order, log2 rows]`` pairs giving byte orders tables of their own
         size, e.g. ``[[3, 17], [4, 18]]`` (on dickens order 3 has 21k distinct contexts, order 6
         750k); the orders not named keep ``ngram_log2_rows``.
+      ngram_counts: what a count table stores: ``float32`` (exact sums of 1.0) or ``uint16``
+        (half the memory; a row is halved, as PPMd rescales, before a cell would pass 65535).
       ngram_update: when the counts take in a coded byte: ``window`` (after its window, so a
         window is coded with the counts as they stood before it) or ``position`` (at once).
       match_min: a match model over the last ``match_min`` bytes mixed in with the n-gram
@@ -122,6 +124,7 @@ class ModelConfig:
     ngram_log2_rows: int = 16
     ngram_log2_rows_words: int = 0
     ngram_log2_rows_orders: list[list[int]] = field(default_factory=list)
+    ngram_counts: str = "float32"
     ngram_update: str = "window"
     match_min: int = 0
     match_long_buckets: bool = False
@@ -447,6 +450,12 @@ def validate(cfg: Config) -> None:
                   or len({p[0] for p in pairs}) != len(pairs)):
         raise ConfigError(f"model.ngram_log2_rows_orders must be [order, log2 rows] pairs, one per order of "
                           f"model.ngram_orders ({orders}), rows in 8..24, got {pairs}")
+    if cfg.model.ngram_counts not in ("float32", "uint16"):
+        raise ConfigError(f"model.ngram_counts must be 'float32' or 'uint16', got {cfg.model.ngram_counts!r}")
+    if cfg.model.ngram_counts == "uint16" and cfg.code.batch_size * cfg.code.seq_len >= 0x8000:
+        raise ConfigError(f"model.ngram_counts=uint16 needs fewer than 32768 bytes per window (halving keeps a cell "
+                          f"room for one window's counts), got code.batch_size x code.seq_len = "
+                          f"{cfg.code.batch_size * cfg.code.seq_len}")
     if cfg.model.ngram_update not in ("window", "position"):
         raise ConfigError(f"model.ngram_update must be 'window' or 'position', got {cfg.model.ngram_update!r}")
     if cfg.model.match_min and (not orders or not 4 <= cfg.model.match_min <= 32):

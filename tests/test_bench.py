@@ -213,6 +213,43 @@ def test_byte_orders_can_have_rows_of_their_own():
     validate(Config(model=dataclasses.replace(cfg, family="lstm", ngram_log2_rows_orders=[[3, 17], [4, 18]])))
 
 
+def test_uint16_counts_halve_a_row_before_a_cell_could_wrap():
+    """Narrow counts: the pairs count as in float32 until a cell could pass 65535 within the
+    window; then that row is halved first (its proportions kept), and a row beyond the ones a
+    window may halve stops counting instead of wrapping."""
+    import jax.numpy as jnp
+
+    from mdlbench.config import Config, ConfigError, ModelConfig, validate
+    from mdlbench.models.ngram import HALVE_ROWS, NGramMix
+
+    N = 8  # pairs per window: a cell above 65535 - 8 is halved first
+    rows_N = jnp.array([3, 3, 3, 7, 9, 9, 2, 4])
+    tgt_N = jnp.array([65, 65, 66, 0, 1, 1, 256, 5])  # 256: BOS, counts nothing
+    t = np.zeros((11, 256), np.uint16)
+    t[3, 65], t[3, 66], t[3, 200] = 0xFFFF - N + 1, 1000, 7  # row 3 could wrap: halved
+    t[7, 0], t[9, 1], t[4, 5] = 0xFFFF - N, 123, 0xFFFF  # 7 at the limit exactly: counted as it is
+    got = np.asarray(NGramMix._count((jnp.asarray(t),), rows_N[:, None], tgt_N)[0])
+    want = t.astype(np.int64)
+    want[3], want[4] = want[3] // 2, want[4] // 2
+    for r, x in [(3, 65), (3, 65), (3, 66), (7, 0), (9, 1), (9, 1), (4, 5)]:
+        want[r, x] += 1
+    assert got.dtype == np.uint16 and np.array_equal(got, want) and want.max() <= 0xFFFF
+    f32 = np.asarray(NGramMix._count((jnp.zeros((11, 256), jnp.float32),), rows_N[:, None], tgt_N)[0])
+    assert f32.sum() == 7 and f32[3, 65] == 2  # float32 tables simply add
+    # More full rows than one window may halve: the rest wait (not counted), none wraps.
+    R = HALVE_ROWS + 3
+    full = np.zeros((R + 1, 256), np.uint16)
+    full[:R, 0] = 0xFFFF
+    got = np.asarray(NGramMix._count((jnp.asarray(full),), jnp.arange(R)[:, None], jnp.zeros(R, jnp.int32))[0])
+    assert list(got[:R, 0]) == [0x7FFF + 1] * HALVE_ROWS + [0xFFFF] * 3
+    with pytest.raises(ConfigError, match="ngram_counts must be"):
+        validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_counts="int8")))
+    big = Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_counts="uint16"))
+    big.code.batch_size, big.code.seq_len = 256, 128
+    with pytest.raises(ConfigError, match="fewer than 32768 bytes per window"):
+        validate(big)
+
+
 def test_long_match_buckets_give_each_power_of_two_past_15_a_weight():
     import jax.numpy as jnp
 
@@ -379,7 +416,8 @@ def test_training_forward_sees_the_counts_and_matches_the_coder_saw(update, onli
                       ngram_sparse=[[2, 4], [3]] if online_lr else [], match_long_buckets=bool(apm_lr),
                       ngram_record=16 if update == "position" else 0,
                       ngram_record_contexts=[[[1, 0]], [[0, 1], [1, 0]], [[1, -1], [2, 0]]],
-                      ngram_column=16 if update == "position" else 0, ngram_column_text=bool(apm_lr))
+                      ngram_column=16 if update == "position" else 0, ngram_column_text=bool(apm_lr),
+                      ngram_counts="uint16" if online_lr else "float32")
     model = models.build(cfg, T)
     unit = b"the cat sat\non the mat.\n"  # 24 bytes: the second window repeats the first
     windows = [jnp.array([list(unit), list(unit[::-1])], jnp.int32),  # B x T

@@ -44,6 +44,7 @@ def build(cfg: ModelConfig, seq_len: int):
                     column=cfg.ngram_column, column_text=cfg.ngram_column_text,
                     log2_rows_words=cfg.ngram_log2_rows_words,
                     log2_rows_orders=tuple((k, b) for k, b in cfg.ngram_log2_rows_orders),
+                    counts=cfg.ngram_counts,
                     record_contexts=tuple(tuple((k, j) for k, j in c) for c in cfg.ngram_record_contexts))
 
 

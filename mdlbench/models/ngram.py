@@ -13,7 +13,9 @@ share of its most frequent byte), so the mixture leans on high orders only where
 seen enough. Weights and base are trained by the usual loss; the counts are *not* parameters:
 they are carried state, a deterministic function of the bytes already coded, so the decoder
 rebuilds them exactly (float32 sums of 1.0 are exact far beyond any file here) and the
-program that describes them is just the config.
+program that describes them is just the config. ``counts="uint16"`` halves the tables' memory
+(to spend it on rows): a row is halved before any of its cells would pass 65535, the same
+integer rule on every path (``_count``).
 
 Counts lag the coder slightly: a window is coded with the counts as they stood before it; its
 pairs whose target byte the coder has fed back as an input (all but the window's last byte,
@@ -148,6 +150,7 @@ MATCH_LONG_BUCKETS = 24  # with ``match_long``: 1..15, then 16-31, 32-63, ..., 1
 NODES = V - 1         # binary decisions of the byte tree (bit-level mixer), heap order, root first
 BIT_CLIP = 12.0       # bound on an input's log-odds: additive counts reach log(n / alpha) ~ 14
 RECORD_DECAY = 4      # the record agreement counts lose 1/2**this of themselves every window
+HALVE_ROWS = 16       # uint16 counts: rows per table that one window may halve (see ``_count``)
 RECORD_CLEAR = (8, 5)  # a stride is clear when its agreements are at least 8/5 of the mean distance's
 
 
@@ -192,6 +195,7 @@ class NGramMix(nn.Module):
     column_text: bool = False
     log2_rows_words: int = 0
     log2_rows_orders: tuple[tuple[int, int], ...] = ()
+    counts: str = "float32"
     record_contexts: tuple[tuple[tuple[int, int], ...], ...] = (((1, 0),), ((0, 1), (1, 0)))
 
     def setup(self):
@@ -362,15 +366,34 @@ class NGramMix(nn.Module):
 
     @staticmethod
     def _gather(tables, rows_NxK):
-        return jnp.stack([t[rows_NxK[..., i]] for i, t in enumerate(tables)], -2)  # ..., K, V
+        # uint16 counts widen exactly; the experts compute in float32 whatever the tables hold.
+        return jnp.stack([t[rows_NxK[..., i]].astype(jnp.float32) for i, t in enumerate(tables)], -2)  # ..., K, V
 
     @staticmethod
     def _count(tables, rows_NxK, tgt_N):
-        """Adds the pairs (row, target) to the tables; BOS targets (>= V) count nothing."""
-        valid = (tgt_N < V).astype(jnp.float32)
+        """Adds the pairs (row, target) to the tables; BOS targets (>= V) count nothing.
+
+        uint16 tables (``counts="uint16"``) must not wrap: a window adds at most N (its number of
+        pairs) to one cell, so a cell above 65535 - N first has its whole row halved (as PPMd
+        rescales: the row's proportions stay), and a pair whose cell is still above that (a row
+        beyond the HALVE_ROWS halved per table and window) is not counted. Every path counts
+        through here, on the same pairs, so encoder, decoder and training agree."""
+        valid_N = tgt_N < V
         tgt = NGramMix._bytes(tgt_N)
-        # Rows past a table's end (a record expert's pairs without a stride) are dropped.
-        return tuple(t.at[rows_NxK[..., i], tgt].add(valid, mode="drop") for i, t in enumerate(tables))
+        out = []
+        for i, t in enumerate(tables):
+            rows = rows_NxK[..., i]
+            one = valid_N
+            if t.dtype == jnp.uint16:
+                limit = 0xFFFF - valid_N.size
+                # Rows past the table's end (silent pairs) read as 0 and are dropped by every scatter.
+                full = valid_N & (t.at[rows, tgt].get(mode="fill", fill_value=0) > limit)
+                halve_R = jnp.unique(jnp.where(full, rows, t.shape[0]).ravel(), size=HALVE_ROWS,
+                                     fill_value=t.shape[0])
+                t = t.at[halve_R].set(t.at[halve_R].get(mode="fill", fill_value=0) >> 1, mode="drop")
+                one = valid_N & (t.at[rows, tgt].get(mode="fill", fill_value=0) <= limit)
+            out.append(t.at[rows, tgt].add(one.astype(t.dtype), mode="drop"))
+        return tuple(out)
 
     def _gate(self, counts_NxKxV):
         """Each count expert's log-probabilities and its trained weight: ``(logp_NxKxV, w_NxK)``."""
@@ -895,7 +918,7 @@ class NGramMix(nn.Module):
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB, seen) + rest
 
     def zero_state(self, batch: int):
-        tables = tuple(jnp.zeros((r, V), jnp.float32) for r in self.table_rows)
+        tables = tuple(jnp.zeros((r, V), jnp.dtype(self.counts)) for r in self.table_rows)
         rest = (self._zero_match(batch),) if self.match_min else ()
         rest += (self._zero_record(batch),) if self.record else ()
         rest += (self._zero_online(batch),) if self.online_lr else ()
