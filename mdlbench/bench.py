@@ -341,7 +341,6 @@ def method_label(cfg: Config) -> str:
         label += f" backoff{m.ngram_alpha:g}" if m.ngram_estimator == "backoff" else ""
         label += f" floor{m.ngram_logp_floor:g}" if m.ngram_logp_floor else ""
         label += " owngate" if m.ngram_gate == "own" else ""
-        label += " distinctgate" if m.ngram_gate == "distinct" else ""
         label += f" rows2^{m.ngram_log2_rows}" if m.ngram_log2_rows != 16 else ""
         label += f" wordrows2^{m.ngram_log2_rows_words}" if m.ngram_log2_rows_words else ""
         label += "".join(f" o{k}rows2^{b}" for k, b in m.ngram_log2_rows_orders)

@@ -70,16 +70,14 @@ class ModelConfig:
       ngram_gate: how each count expert's weight in the product is computed from the evidence
         features (the log of its context's count, its top byte's share): ``full`` (a dense layer
         over every expert's features) or ``own`` (a weight per feature of the expert's own two,
-        plus a bias: nothing for Adam to couple across experts) or ``distinct`` (``full`` with a
-        third feature per expert: the log of how many distinct bytes its context has seen).
+        plus a bias: nothing for Adam to couple across experts).
       ngram_logp_floor: > 0: every count expert's log-probabilities are bounded below by minus
         this (nats) before they enter the product; 0 for no bound.
       ngram_online_lr: learning rate of the online mixer: a correction to each expert's mixing
         weight, updated at every coded byte by a gradient step on that byte's log loss (carried
         state, like the counts, not a parameter); 0 for none.
       ngram_online_sets: which weight set of the online mixer a position uses: ``one`` (a single
-        set), ``byte`` (one set per previous byte) or ``byte_order`` (one per previous byte and
-        number of byte orders whose context has been seen, as paq's mixer selects by the orders that hit).
+        set) or ``byte`` (one set per previous byte).
       ngram_alpha: additive smoothing of every count expert, p = (n + alpha) / (N + 256 alpha).
       ngram_estimator: how each count expert turns counts into probabilities: ``additive`` (the
         formula above) or ``backoff`` (interpolated on the next lower order's estimate with the
@@ -511,11 +509,10 @@ def validate(cfg: Config) -> None:
                           f"model.ngram_bit_lr > 0, got {cfg.model.ngram_bit_decay}")
     if cfg.model.ngram_estimator not in ("additive", "backoff"):
         raise ConfigError(f"model.ngram_estimator must be 'additive' or 'backoff', got {cfg.model.ngram_estimator!r}")
-    if cfg.model.ngram_gate not in ("full", "own", "distinct"):
-        raise ConfigError(f"model.ngram_gate must be 'full', 'own' or 'distinct', got {cfg.model.ngram_gate!r}")
-    if cfg.model.ngram_online_sets not in ("one", "byte", "byte_order"):
-        raise ConfigError(f"model.ngram_online_sets must be 'one', 'byte' or 'byte_order', "
-                          f"got {cfg.model.ngram_online_sets!r}")
+    if cfg.model.ngram_gate not in ("full", "own"):
+        raise ConfigError(f"model.ngram_gate must be 'full' or 'own', got {cfg.model.ngram_gate!r}")
+    if cfg.model.ngram_online_sets not in ("one", "byte"):
+        raise ConfigError(f"model.ngram_online_sets must be 'one' or 'byte', got {cfg.model.ngram_online_sets!r}")
     if cfg.code.batch_size % max(cfg.code.devices, 1):
         raise ConfigError(f"code.batch_size ({cfg.code.batch_size}) must be divisible by code.devices "
                           f"({cfg.code.devices}): each device trains on an equal share of the streams")

@@ -408,10 +408,7 @@ class NGramMix(nn.Module):
         n_NxK, share_NxK = jnp.log1p(total), counts.max(-1) / (total + 1.0)
         if self.gate == "own":
             return logp, self.own_bias_K + n_NxK * self.own_2xK[0] + share_NxK * self.own_2xK[1]
-        feats = [n_NxK, share_NxK]
-        if self.gate == "distinct":  # and how many bytes the context has seen (PPM's escape evidence)
-            feats.append(jnp.log((counts > 0).sum(-1, dtype=jnp.int32).astype(jnp.float32) + 1.0))
-        return logp, self.mix(jnp.concatenate(feats, -1))
+        return logp, self.mix(jnp.concatenate([n_NxK, share_NxK], -1))
 
     def _backoff(self, counts_NxKxV, total_NxK):
         """Interpolated estimates (Witten-Bell, as PPM's escapes): each byte order's counts on
@@ -473,14 +470,7 @@ class NGramMix(nn.Module):
 
     @property
     def n_sets(self) -> int:
-        if self.online_sets == "byte_order":  # previous byte x how many byte orders have seen their context
-            return V * (len(self.orders) + 1)
         return V if self.online_sets == "byte" else 1
-
-    def _seen_orders(self, counts_NxKxV):
-        """How many byte orders have seen their context (0..len(orders)): as paq's mixer selects
-        its weights by the orders that hit, the online sets of ``online_sets="byte_order"`` by it."""
-        return (counts_NxKxV[..., :len(self.orders), :].sum(-1) > 0).sum(-1, dtype=jnp.int32)
 
     @property
     def _apm_at(self) -> int:
@@ -532,16 +522,14 @@ class NGramMix(nn.Module):
                 online = online[:a] + (self._bit_learn(*online[a:a + 3], input_B),) + online[a + 1:]
         return online
 
-    def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B, seen_B=None, fixed_BxGxN=None):
+    def _online_mix(self, online, base_BxV, x_BxFxV, w_BxF, input_B, fixed_BxGxN=None):
         """One position's logits under the online mixer and the online state it leaves (this
         position's step pending). ``fixed_BxGxN``: the bit mixer's inputs (:meth:`_bit_fixed`),
         when the caller has them already."""
         if self.bit_lr and fixed_BxGxN is None:  # from the trained weights, as the training forward has them
             fixed_BxGxN = self._bit_fixed(base_BxV, jax.lax.stop_gradient(x_BxFxV), w_BxF)
         u = online[0]
-        s_B = self._bytes(input_B) if self.online_sets != "one" else jnp.zeros_like(input_B)
-        if self.online_sets == "byte_order":  # ``seen_B``: :meth:`_seen_orders` of this position's counts
-            s_B = s_B + V * seen_B
+        s_B = self._bytes(input_B) if self.online_sets == "byte" else jnp.zeros_like(input_B)
         w_BxF = w_BxF + u[s_B]
         logits_BxV = base_BxV.astype(jnp.float32) + jnp.einsum("bf,bfv->bv", w_BxF, x_BxFxV)
         if self.apm_lr:
@@ -629,16 +617,15 @@ class NGramMix(nn.Module):
         hits_N = jnp.einsum("b,bdn->n", valid, path_Bx8xN, precision=jax.lax.Precision.HIGHEST)
         return w_GxN + lr_N * step_GxN, c_N + hits_N
 
-    def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online, seen_BxT):
-        """The training forward's mixture: the coder's per-position updates of ``u``, replayed
-        (``seen_BxT``: :meth:`_seen_orders` of every position's counts)."""
+    def _online_forward(self, base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, online):
+        """The training forward's mixture: the coder's per-position updates of ``u``, replayed."""
         def one(carry, t_in):
             base_BxV, x_BxFxV, w_BxF, input_B = t_in[:4]
             learnt = jax.lax.stop_gradient(self._online_learn(carry, input_B))
             logits_BxV, new = self._online_mix(learnt, base_BxV, x_BxFxV, w_BxF, input_B, *t_in[4:])
             return new, logits_BxV
 
-        given = (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT, seen_BxT)
+        given = (base_BxTxV, x_BxTxFxV, w_BxTxF, inputs_BxT)
         if self.bit_lr:  # the bit mixer's inputs, vectorised over the window, once
             given += (self._bit_fixed(base_BxTxV, jax.lax.stop_gradient(x_BxTxFxV), w_BxTxF),)
         xs = tuple(jnp.swapaxes(a, 0, 1) for a in given)
@@ -873,7 +860,7 @@ class NGramMix(nn.Module):
         if not self.online_lr:
             return self._mix(base_logits, counts, match), (base_next,) + carried
         x, w = self._experts(counts, match)
-        logits, online = self._online_forward(base_logits, x, w, inputs_BxT, state[-1], self._seen_orders(counts))
+        logits, online = self._online_forward(base_logits, x, w, inputs_BxT, state[-1])
         return logits, (base_next,) + carried + (online,)
 
     def __call__(self, inputs_BxT, state: Any):
@@ -926,7 +913,7 @@ class NGramMix(nn.Module):
         else:
             learnt = self._online_learn(cache[-1], input_B)
             x, w = self._experts(counts, match)
-            logits_BxV, online = self._online_mix(learnt, logits_BxV, x, w, input_B, self._seen_orders(counts))
+            logits_BxV, online = self._online_mix(learnt, logits_BxV, x, w, input_B)
             rest = rest + (online,)
         return logits_BxV, (base_cache, tables, hist_BxH, rows_TxBxK, tgt_TxB, seen) + rest
 
