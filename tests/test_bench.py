@@ -370,7 +370,6 @@ def test_own_gate_weighs_each_expert_by_its_own_evidence_only():
         validate(Config(model=ModelConfig(family="lstm", ngram_orders=[1], ngram_gate="diag")))
 
 
-
 def test_logp_floor_bounds_every_count_experts_evidence_and_nothing_else():
     import jax
     import jax.numpy as jnp
